@@ -1,0 +1,72 @@
+"""Small input-validation helpers shared by every layer: convert arrays to tensors, refuse NaN, check shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import OODLensError
+
+
+def as_tensor(x: Any, name: str = "input", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Return ``x`` as a torch tensor (numpy arrays and lists accepted; tensors kept on their device)."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except Exception as e:  # pragma: no cover - message path
+            raise OODLensError(f"{name}: cannot convert {type(x).__name__} to a tensor ({e})") from e
+    if dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
+def as_float(x: Any, name: str = "input") -> torch.Tensor:
+    """Tensor in float32 (float64 kept), so half-precision inputs are computed on safely."""
+    t = as_tensor(x, name)
+    if not t.is_floating_point():
+        return t.float()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise if ``t`` holds NaN or infinity, saying how many and where the first one is."""
+    if t.is_floating_point() and t.numel():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            count = int(bad.sum())
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise OODLensError(f"{name} has {count} non-finite value(s) (NaN or inf), first at index {first}")
+    return t
+
+
+def check_ndim(t: torch.Tensor, ndim: int | tuple[int, ...], name: str) -> torch.Tensor:
+    """Raise unless ``t.ndim`` is ``ndim`` (or one of them)."""
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if t.ndim not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise OODLensError(f"{name} must be {want}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_labels(labels: Any, n: int, name: str = "labels") -> torch.Tensor:
+    """Integer class labels of length ``n`` as a 1-D int64 tensor."""
+    y = as_tensor(labels, name)
+    if y.ndim != 1:
+        raise OODLensError(f"{name} must be 1-D, got shape {tuple(y.shape)}")
+    if y.shape[0] != n:
+        raise OODLensError(f"{name} has {y.shape[0]} entries but the features have N={n}")
+    if y.is_floating_point():
+        if not bool(torch.all(y == y.round())):
+            raise OODLensError(f"{name} must be integer class indices")
+    y = y.long()
+    if n and int(y.min()) < 0:
+        raise OODLensError(f"{name} must be non-negative class indices, got {int(y.min())}")
+    return y
