@@ -82,6 +82,8 @@ class Detector:
     score_only_params: ClassVar[frozenset[str]] = frozenset()
     #: feature names that may have ndim > 2 (e.g. spatial maps); others must be (N, D)
     spatial_inputs: ClassVar[bool] = False
+    #: hyper-parameters the common test suite uses on ``oodlens.testing``'s toy problem (e.g. its layer names)
+    test_params: ClassVar[dict[str, Any]] = {}
 
     # -- registry ------------------------------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -155,14 +157,33 @@ class Detector:
         if train.n == 0:
             raise OODLensError("training features are empty (N=0)")
         self.feature_shapes_ = {k: list(train[k].shape[1:]) for k in self.required_features()}
+        if self.needs_model:
+            self.attach_model(model)  # type: ignore[arg-type]
         self._fit(train, y, h, model)
         self.fitted_ = True
         return self
+
+    def attach_model(self, model: nn.Module) -> "Detector":
+        """Give a model-based detector its model (done by ``fit``; needed again after ``load``, as models are
+        never saved with the detector). Available as ``self.model``."""
+        if not isinstance(model, nn.Module):
+            raise OODLensError(f"model must be an nn.Module, got {type(model).__name__}")
+        self._model = model
+        return self
+
+    @property
+    def model(self) -> nn.Module:
+        m = getattr(self, "_model", None)
+        if m is None:
+            raise OODLensError(f"{type(self).__name__} needs its model: call attach_model(model) after load")
+        return m
 
     def score(self, x: Features | Mapping[str, Any], batch_size: int | None = None) -> torch.Tensor:
         """OOD score per row, shape (N,): higher means more OOD. ``batch_size`` scores in chunks."""
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) first")
+        if self.needs_model:
+            _ = self.model  # clear error when a loaded detector has no model attached
         x = self._check_features(x, "features to score")
         for k in self.required_features():
             want = self.feature_shapes_[k]
