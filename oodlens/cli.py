@@ -1,0 +1,93 @@
+"""The ``oodlens`` command: ``oodlens demo [digits|multimodal]``, ``oodlens bench CONFIG``, ``oodlens methods``.
+
+Errors print as one line (``oodlens: error: ...``) with exit status 2; ``--traceback`` shows the full trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import OODLensError
+
+#: demo name -> "module:function"; each function takes the parsed arguments and returns an exit status
+DEMOS = {
+    "digits": "oodlens.bench.demos.digits:run_demo",
+    "multimodal": "oodlens.multimodal.demo:run_demo",
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oodlens", description="Out-of-distribution detection and benchmarks.")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a built-in benchmark end to end and print its tables",
+                          description="Run a built-in benchmark on data that ships with the package's dependencies.")
+    demo.add_argument("name", nargs="?", default="digits", choices=sorted(DEMOS), help="which demo (default: digits)")
+    demo.add_argument("--cache", default=".oodlens_cache", help="folder for cached models and features")
+    demo.add_argument("--out", default=None, help="also write the tables (Markdown, HTML, CSV) to this folder")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--detectors", default=None, help="comma-separated detector names (default: all that apply)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    bench = sub.add_parser("bench", help="run a benchmark from a config file naming feature files",
+                           description="Run a benchmark on your own model's features. CONFIG is a JSON or TOML file; "
+                                       "see the README for its fields.")
+    bench.add_argument("config", help="path to the benchmark config (JSON or TOML)")
+    bench.add_argument("--out", default=None, help="write the tables (Markdown, HTML, CSV) to this folder")
+    bench.add_argument("--detectors", default=None, help="comma-separated detector names (overrides the config)")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    methods = sub.add_parser("methods", help="list the registered detectors and what each needs")
+    methods.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _call(target: str, args: argparse.Namespace) -> int:
+    module, func = target.split(":")
+    return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+
+def _list_methods() -> int:
+    from .detectors import available_detectors, get_detector
+
+    for name in available_detectors():
+        cls = get_detector(name)
+        needs = [k for k, flag in (("labels", cls.needs_labels), ("head", cls.needs_head), ("model", cls.needs_model)) if flag]
+        feats = ", ".join(cls().required_features())
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:24s} reads: {feats:28s} needs: {', '.join(needs) or '-':18s} {doc}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "demo":
+            return _call(DEMOS[args.name], args)
+        if args.command == "bench":
+            return _call("oodlens.bench.config:run_config", args)
+        if args.command == "methods":
+            return _list_methods()
+    except (OODLensError, FileNotFoundError) as e:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"oodlens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oodlens: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
