@@ -91,7 +91,14 @@ def toy_detector(detector: Detector) -> Detector:
 
 
 def fit_on_toy(detector: Detector, toy: ToyProblem) -> Detector:
-    return detector.fit(toy.train, toy.train_labels, head=toy.head, model=toy.model)
+    """``fit`` on the toy's training split, then ``fit_validation`` on its ID test split's first half and, as
+    validation OOD, the OOD split's first half (the common suite checks plumbing, not generalisation)."""
+    detector.fit(toy.train, toy.train_labels, head=toy.head, model=toy.model)
+    if detector.validation_needs:
+        half = toy.test_id.n // 2
+        ood = toy.test_ood.subset(slice(0, half)) if detector.validation_needs == "id+ood" else None
+        detector.fit_validation(toy.test_id.subset(slice(0, half)), toy.test_id_labels[:half], ood)
+    return detector
 
 
 def check_detector(detector: Detector, toy: ToyProblem | None = None, min_auroc: float = 0.6) -> dict[str, Any]:

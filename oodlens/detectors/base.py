@@ -82,6 +82,9 @@ class Detector:
     score_only_params: ClassVar[frozenset[str]] = frozenset()
     #: feature names that may have ndim > 2 (e.g. spatial maps); others must be (N, D)
     spatial_inputs: ClassVar[bool] = False
+    #: validation data the detector learns from after ``fit`` (see :meth:`fit_validation`):
+    #: None, "id" (ID validation features + labels) or "id+ood" (also validation OOD, falling back when absent)
+    validation_needs: ClassVar[str | None] = None
     #: hyper-parameters the common test suite uses on ``oodlens.testing``'s toy problem (e.g. its layer names)
     test_params: ClassVar[dict[str, Any]] = {}
 
@@ -162,6 +165,22 @@ class Detector:
         self._fit(train, y, h, model)
         self.fitted_ = True
         return self
+
+    def fit_validation(self, id_val: Features | Mapping[str, Any], id_labels: Any = None,
+                       ood_val: Features | Mapping[str, Any] | None = None) -> "Detector":
+        """Second fitting stage on held-out validation data (never test data), for detectors whose
+        ``validation_needs`` is set: e.g. a temperature fitted on ID-validation NLL, or layer weights learned
+        from ID vs OOD validation. The benchmark runner calls it after ``fit``. Returns ``self``."""
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) before fit_validation(...)")
+        id_val = self._check_features(id_val, "ID validation features")
+        y = check_labels(id_labels, id_val.n, "ID validation labels") if id_labels is not None else None
+        ood = self._check_features(ood_val, "OOD validation features") if ood_val is not None else None
+        self._fit_validation(id_val, y, ood)
+        return self
+
+    def _fit_validation(self, id_val: Features, id_labels: torch.Tensor | None, ood_val: Features | None) -> None:
+        """Override in detectors with ``validation_needs``; the default learns nothing."""
 
     def attach_model(self, model: nn.Module) -> "Detector":
         """Give a model-based detector its model (done by ``fit``; needed again after ``load``, as models are
