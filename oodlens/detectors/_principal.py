@@ -1,0 +1,62 @@
+"""Principal-subspace helpers shared by Residual and ViM (Wang et al., CVPR 2022).
+
+Both methods move the origin of the feature space to ``u = −W⁺b`` (W⁺ the Moore–Penrose pseudo-inverse of the
+head weight, b its bias): a point where every logit is as close to 0 as the head allows, so that ``z − u`` is what
+the head actually "sees". The principal subspace is spanned by the top-``dim`` eigenvectors of the second-moment
+matrix ``(1/N) Σ_i (z_i − u)(z_i − u)ᵀ`` (sklearn's ``EmpiricalCovariance(assume_centered=True)`` in the reference
+code); the residual of a feature is its projection onto the orthogonal complement, ``(z − u) R`` with ``R`` the
+(D, D − dim) matrix of the remaining eigenvectors.
+
+Numerics: the origin, the second moment and the eigendecomposition are computed in float64 (``eigh`` on the
+symmetric matrix, where the reference uses the general ``eig``: same vectors, real and orthonormal by
+construction). Scoring runs in the input's dtype (float32 for half-precision inputs) on ``z − u``, projecting
+directly onto the complement — never ``‖z − u‖² − ‖P(z − u)‖²``, which cancels catastrophically at large norms.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import OODLensError
+from .base import Head
+
+
+def default_principal_dim(d: int) -> int:
+    """The ViM paper's rule for the principal dimension: 1000 if D ≥ 2048, 512 if D ≥ 768, else D // 2."""
+    if d >= 2048:
+        return 1000
+    if d >= 768:
+        return 512
+    return d // 2
+
+
+def resolve_principal_dim(dim: int | None, d: int) -> int:
+    """``dim`` checked against the feature dimension ``d`` (``None`` = :func:`default_principal_dim`)."""
+    k = default_principal_dim(d) if dim is None else dim
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < d:
+        raise OODLensError(f"principal dimension (dim) must be an integer in [1, D-1] = [1, {d - 1}], got {k!r}")
+    return k
+
+
+def head_origin(head: Head, d: int) -> torch.Tensor:
+    """``u = −W⁺ b`` in float64, shape (D,). Raises if the head does not act on D-dimensional features."""
+    w = head.weight.to(torch.float64)
+    if w.shape[1] != d:
+        raise OODLensError(f"head weight has shape {tuple(w.shape)} but the features have D={d}; "
+                           "pass the classifier's last linear layer for these features")
+    return -(torch.linalg.pinv(w) @ head.bias.to(w.device, torch.float64))
+
+
+def residual_basis(z: torch.Tensor, origin: torch.Tensor, dim: int) -> torch.Tensor:
+    """Orthonormal basis (D, D − dim), float64, of the complement of the top-``dim`` principal subspace of
+    ``z − origin`` (second moment about ``origin``, divided by N)."""
+    c = z.to(torch.float64) - origin.to(z.device)
+    moment = c.T @ c / z.shape[0]
+    _, evecs = torch.linalg.eigh(moment)  # ascending eigenvalues
+    return evecs[:, : z.shape[1] - dim].contiguous()
+
+
+def residual_norm(z: torch.Tensor, origin: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``‖(z − origin) R‖`` per row, in ``z``'s dtype."""
+    c = z - origin.to(z.device, z.dtype)
+    return torch.linalg.vector_norm(c @ basis.to(z.device, z.dtype), dim=1)

@@ -1,0 +1,147 @@
+"""Class-conditional Gaussian mixture density (Gaussian discriminant analysis) on penultimate features: the
+negative log-likelihood of the feature under one Gaussian per class, weighted by the class frequencies.
+
+    π_c = N_c / N,   μ_c = class mean,   Σ_c = class covariance (``"per_class"``) or the shared within-class
+    covariance Σ (``"tied"``, the same estimate as Mahalanobis), plus a ridge ε·s·I (see below)
+    score(x) = −log Σ_c π_c N(z; μ_c, Σ_c)
+             = −logsumexp_c [ log π_c − ½ (r_c log 2π + log|Σ_c|₊ + (z − μ_c)ᵀ Σ_c⁺ (z − μ_c)) ]
+
+Higher = lower density = more OOD. Lineage: the class-conditional Gaussian view of softmax classifiers of Lee et
+al. (NeurIPS 2018, "A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial
+Attacks"), scored as a full mixture density as OpenOOD's ``GMMPostprocessor`` does. Deliberate differences from
+OpenOOD's GMM: the components are the classes (means and weights from the labels), not clusters found by EM on
+unlabelled features, and no feature-reduction step; its score Σ_k π_k exp(−½ MD_k) drops the normalising
+constants, which only matters for ``"per_class"`` (with ``"tied"`` they are one constant shift of our score).
+
+Singular covariances (more dimensions than samples in a class, a class with one sample): a ridge ε·s·I is added to
+every covariance, with s = tr(Σ_total)/D the mean per-feature variance of all training features, so the ridge is
+scale-free (sklearn's ``GaussianMixture`` adds ``reg_covar = 1e-6`` in absolute units; we use the same default
+ε = 1e-6, relative). A class with one sample thus gets the isotropic Gaussian N(μ_c, ε·s·I). With ``reg_covar=0``
+the covariances are inverted with the pseudo-inverse and |Σ_c|₊ is the pseudo-determinant (product of the
+eigenvalues above 1e-10 × the largest) with r_c the rank, i.e. the Gaussian restricted to the span of its
+covariance; a class whose covariance is zero then has no density and raises.
+
+Computation: statistics and eigendecompositions in float64 (per-class covariances by one batched product over
+zero-padded class segments, no loop over classes); scoring whitens z − μ_total and evaluates every class in one
+batched expansion, chunked over rows so memory stays below ``_BLOCK`` numbers. ``"per_class"`` stores C·D² numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import as_float
+from ..errors import OODLensError
+from ._gaussian import class_means, covariance, sq_dist_to_means, tied_covariance
+from .base import Detector
+
+_BLOCK = 1 << 24  # numbers per row-chunk intermediate when scoring per-class covariances
+_RCOND = 1e-10  # eigenvalues below this fraction of the largest count as zero (as _gaussian.whitener)
+
+
+def per_class_covariances(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor,
+                          counts: torch.Tensor) -> torch.Tensor:
+    """ML covariance of every class, (C, D, D) float64, by one batched product.
+
+    Rows are sorted by class and cut into segments of at most L = ceil(N / C) rows; zero-padded segments
+    (S ≤ 2C of them) are multiplied in one ``bmm`` and summed back into their classes, so memory is about twice
+    the input plus twice the output however unbalanced the classes are.
+    """
+    n, d = x.shape
+    c = means.shape[0]
+    centred = x.to(torch.float64) - means[labels]
+    order = torch.argsort(labels, stable=True)
+    ys = labels[order]
+    seg_len = -(-n // c)
+    pos = torch.arange(n, device=x.device) - (torch.cumsum(counts, 0) - counts)[ys]
+    segs_per_class = -(-counts // seg_len)
+    first_seg = torch.cumsum(segs_per_class, 0) - segs_per_class
+    seg = first_seg[ys] + pos // seg_len
+    n_seg = int(segs_per_class.sum())
+    padded = torch.zeros(n_seg, seg_len, d, dtype=torch.float64, device=x.device)
+    padded[seg, pos % seg_len] = centred[order]
+    seg_class = torch.repeat_interleave(torch.arange(c, device=x.device), segs_per_class)
+    sums = torch.zeros(c, d, d, dtype=torch.float64, device=x.device)
+    sums.index_add_(0, seg_class, padded.transpose(1, 2) @ padded)
+    return sums / counts.to(torch.float64)[:, None, None]
+
+
+def batched_whitener(covs: torch.Tensor, rcond: float = _RCOND) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For covariances (K, D, D): whiteners W_k (K, D, D) with W_k W_kᵀ = pinv(Σ_k) (columns of dropped
+    eigen-directions are zero), log pseudo-determinants (K,) and ranks (K,)."""
+    evals, evecs = torch.linalg.eigh(covs)
+    keep = evals > rcond * evals.amax(1, keepdim=True).clamp_min(0)
+    keep &= evals > 0
+    inv_sqrt = torch.where(keep, evals.clamp_min(torch.finfo(evals.dtype).tiny).rsqrt(), torch.zeros_like(evals))
+    logdet = torch.where(keep, evals.clamp_min(torch.finfo(evals.dtype).tiny).log(), torch.zeros_like(evals)).sum(1)
+    return evecs * inv_sqrt[:, None, :], logdet, keep.sum(1)
+
+
+class GMM(Detector):
+    name = "gmm"
+    needs_labels = True
+    param_grid = {"covariance": ["tied", "per_class"], "reg_covar": [1e-6, 1e-4, 1e-2, 1e-1]}
+
+    def __init__(self, covariance: str = "tied", reg_covar: float = 1e-6, features: str = "features"):
+        self.covariance = covariance
+        self.reg_covar = reg_covar
+        self.features = features
+
+    def required_features(self) -> tuple[str, ...]:
+        return (self.features,)
+
+    def _fit(self, train, labels, head, model) -> None:
+        if self.covariance not in ("tied", "per_class"):
+            raise OODLensError(f"GMM covariance must be 'tied' or 'per_class', got {self.covariance!r}")
+        if not (isinstance(self.reg_covar, (int, float)) and math.isfinite(self.reg_covar) and self.reg_covar >= 0):
+            raise OODLensError(f"GMM reg_covar must be a finite number >= 0, got {self.reg_covar!r}")
+        z = as_float(train[self.features])
+        d = z.shape[1]
+        means, counts = class_means(z, labels)
+        center, total = covariance(z)
+        scale = float(torch.diagonal(total).mean())
+        if not scale > 0:
+            raise OODLensError("GMM: all training features are identical (zero variance)")
+        if self.covariance == "tied":
+            covs = tied_covariance(z, labels, means)[None]
+        else:
+            covs = per_class_covariances(z, labels, means, counts)
+        covs = covs + (self.reg_covar * scale) * torch.eye(d, dtype=torch.float64, device=z.device)
+        w, logdet, rank = batched_whitener(covs)
+        if bool((rank == 0).any()):
+            bad = (rank == 0).nonzero().flatten().tolist()
+            raise OODLensError(f"GMM: classes {bad[:10]} have zero covariance (one sample, or identical samples); "
+                               "use reg_covar > 0 or covariance='tied'")
+        log_pi = torch.log(counts.to(torch.float64) / z.shape[0])
+        self.center_ = center
+        self.log_norm_ = log_pi - 0.5 * (rank.to(torch.float64) * math.log(2 * math.pi) + logdet)
+        if self.covariance == "tied":
+            self.whiten_ = w[0]
+            self.means_white_ = (means - center) @ w[0]
+        else:
+            self.whiten_ = w
+            self.means_white_ = torch.einsum("cd,cde->ce", means - center, w)
+
+    def _score(self, x) -> torch.Tensor:
+        z = as_float(x[self.features])
+        zc = z - self.center_.to(z.dtype)
+        mw = self.means_white_.to(z.dtype)
+        if self.whiten_.ndim == 2:
+            sq = sq_dist_to_means(zc @ self.whiten_.to(z.dtype), mw)
+        else:
+            sq = self._per_class_sq_dist(zc, self.whiten_.to(z.dtype), mw)
+        return -torch.logsumexp(self.log_norm_.to(z.dtype) - 0.5 * sq, dim=1)
+
+    @staticmethod
+    def _per_class_sq_dist(zc: torch.Tensor, w: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+        """‖W_cᵀ z − W_cᵀ μ_c‖² for every row and class: (N, C), one product per row chunk."""
+        c, d, e = w.shape
+        w_cat = w.permute(1, 0, 2).reshape(d, c * e)
+        rows = max(1, _BLOCK // (c * e))
+        out = torch.empty(zc.shape[0], c, dtype=zc.dtype, device=zc.device)
+        for i in range(0, zc.shape[0], rows):
+            proj = (zc[i:i + rows] @ w_cat).view(-1, c, e)
+            out[i:i + rows] = (proj - mw).square().sum(2)
+        return out
