@@ -1,0 +1,31 @@
+"""Maximum logit (Hendrycks, Basart, Mazeika, Zou, Kwon, Mostajabi, Steinhardt, Song — ICML 2022, "Scaling
+Out-of-Distribution Detection for Real-World Settings").
+
+    score(x) = − max_c f_c(x)
+
+The paper's confidence is the largest unnormalised logit (higher = more ID); it is negated here so that higher
+means more OOD. Unlike MSP it is not squashed by the softmax normaliser, which helps with many classes.
+No hyper-parameters and no fitting.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Detector
+
+
+class MaxLogit(Detector):
+    name = "maxlogit"
+
+    def __init__(self, logits: str = "logits"):
+        self.logits = logits
+
+    def required_features(self) -> tuple[str, ...]:
+        return (self.logits,)
+
+    def _fit(self, train, labels, head, model) -> None:
+        pass
+
+    def _score(self, x) -> torch.Tensor:
+        return -x[self.logits].amax(1)
