@@ -1,0 +1,35 @@
+"""ReAct: rectified activations (Sun, Guo & Li, NeurIPS 2021, "ReAct: Out-of-distribution Detection With Rectified
+Activations"), on penultimate features and the classifier head.
+
+    c = the p-th percentile of all training activations (every entry of the (N, D) training features)
+    h = min(z, c)                                  (element-wise clipping)
+    score(x) = − log Σ_c exp((W h + b)_c)           (energy of the recomputed logits, T = 1)
+
+The reference code (deeplearning-wisc/react) returns the free energy's negation, logsumexp, as an ID score; we
+return the energy itself, so higher = more OOD. Default p = 90, the reference's percentile
+(``compute_threshold.py`` takes ``np.percentile(activations.flatten(), 90)``). Difference: the reference
+estimates c on a few thousand ID images from the validation split; here c comes from the features given to
+``fit`` (ID training data), as OpenOOD does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._shaping import ShapedEnergy, check_percentile, percentile
+
+
+class ReAct(ShapedEnergy):
+    name = "react"
+    param_grid = {"percentile": [80, 85, 90, 95, 99]}
+
+    def __init__(self, percentile: float = 90.0, features: str = "features"):
+        self.percentile = percentile
+        self.features = features
+
+    def _fit_shaping(self, z: torch.Tensor) -> None:
+        p = check_percentile(self.percentile, "ReAct percentile")
+        self.threshold_ = float(percentile(z, p))
+
+    def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return z.clamp(max=self.threshold_), None

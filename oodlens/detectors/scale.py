@@ -1,0 +1,42 @@
+"""SCALE (Xu, Chen, Franchi & Yao, ICLR 2024, "Scaling for Training Time and Post-hoc Out-of-distribution
+Detection Enhancement"), on penultimate features and the classifier head.
+
+Per sample, over all n activations a, with k = n − round(n·p/100), s1 = Σ_i a_i and s2 = the sum of the k
+largest activations:
+
+    r = s1 / s2,      h = a · e^{r}                  (every activation kept: scaling without pruning)
+    score(x) = − log Σ_c exp((W pool(h) + b)_c)     (energy, T = 1)
+
+This is the reference code (kai422/SCALE, ``scale()`` in ``openood/networks/scale_net.py``: ASH-S's s1/s2 but
+applied to the unpruned input), which returns logsumexp as an ID score; we return the energy, so higher = more
+OOD. The reference applies it to the pooled penultimate features (default here); a spatial map (N, C, *spatial)
+is also accepted: r is taken over all its entries, and the scaled map is average-pooled before the head.
+Default p = 85, the reference's ``configs/postprocessors/scale.yml``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._shaping import ShapedEnergy, keep_count, sharpening_factor, top_k_sums
+
+
+class SCALE(ShapedEnergy):
+    name = "scale"
+    spatial_inputs = True
+    param_grid = {"percentile": [50, 60, 65, 70, 75, 80, 85, 90, 95, 99]}
+    score_only_params = frozenset({"percentile"})
+
+    def __init__(self, percentile: float = 85.0, features: str = "features"):
+        self.percentile = percentile
+        self.features = features
+
+    def _fit_shaping(self, z: torch.Tensor) -> None:
+        keep_count(math.prod(z.shape[1:]), self.percentile, "SCALE")
+
+    def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = z.flatten(1)
+        _, _, s1, s2 = top_k_sums(flat, keep_count(flat.shape[1], self.percentile, "SCALE"))
+        return z, sharpening_factor(s1, s2, "SCALE")
