@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import as_float
 from .base import Detector
 
 
@@ -34,4 +35,4 @@ class Entropy(Detector):
         pass
 
     def _score(self, x) -> torch.Tensor:
-        return softmax_entropy(x[self.logits])
+        return softmax_entropy(as_float(x[self.logits]))

@@ -23,6 +23,7 @@ import numbers
 
 import torch
 
+from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector
 from .temp_scaled_msp import log1m_max_softmax
@@ -61,4 +62,4 @@ class GEN(Detector):
 
     def _score(self, x) -> torch.Tensor:
         self._check_params()
-        return generalized_entropy(x[self.logits], float(self.gamma), int(self.M))
+        return generalized_entropy(as_float(x[self.logits]), float(self.gamma), int(self.M))

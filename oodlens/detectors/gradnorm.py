@@ -25,6 +25,7 @@ import numbers
 
 import torch
 
+from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector
 
@@ -53,7 +54,7 @@ class GradNorm(Detector):
     def _score(self, x) -> torch.Tensor:
         self._check_params()
         t = float(self.temperature)
-        f = x[self.logits]
+        f = as_float(x[self.logits])
         p = torch.softmax(f / t, dim=1)
         logit_grad_l1 = (f.shape[1] * p - 1).abs().sum(1) / t
-        return -(logit_grad_l1 * x[self.features].abs().sum(1))
+        return -(logit_grad_l1 * as_float(x[self.features]).abs().sum(1))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector
 
@@ -86,7 +87,7 @@ class KLMatching(Detector):
         self._set_templates(z)
 
     def _score(self, x) -> torch.Tensor:
-        f = x[self.logits]
+        f = as_float(x[self.logits])  # float16 in, float32 out
         logp = torch.log_softmax(f.to(torch.float64), dim=1)
         p = logp.exp()
         neg_entropy = (p * logp).sum(1, keepdim=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import as_float
 from .base import Detector
 
 
@@ -28,4 +29,4 @@ class MaxLogit(Detector):
         pass
 
     def _score(self, x) -> torch.Tensor:
-        return -x[self.logits].amax(1)
+        return -as_float(x[self.logits]).amax(1)

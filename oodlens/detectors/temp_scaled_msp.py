@@ -29,6 +29,7 @@ import warnings
 
 import torch
 
+from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector
 
@@ -115,4 +116,4 @@ class TempScaledMSP(Detector):
                                             float(self.max_temperature))
 
     def _score(self, x) -> torch.Tensor:
-        return log1m_max_softmax(x[self.logits] / self.temperature_)
+        return log1m_max_softmax(as_float(x[self.logits]) / self.temperature_)
