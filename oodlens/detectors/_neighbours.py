@@ -1,0 +1,81 @@
+"""Chunked similarity search against a bank of training vectors, shared by the bank-based detectors
+(NNGuide, Relation).
+
+Nothing here ever holds the full (N_query × N_bank) similarity matrix: queries are processed in blocks of rows and
+the bank in blocks of columns, so peak memory is about ``budget`` elements whatever the sizes. Results are exact
+(no approximate index): ``topk_inner`` keeps a running top-k across bank blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import OODLensError
+
+#: default number of matrix elements one block may hold (2**23 float32 = 32 MiB)
+DEFAULT_BUDGET = 1 << 23
+
+
+def blocks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` rows."""
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def block_shape(n_query: int, n_bank: int, budget: int = DEFAULT_BUDGET, extra_cols: int = 0) -> tuple[int, int]:
+    """(query rows, bank columns) of one block so that ``rows × (cols + extra_cols) ≤ budget`` (at least 1 × 1)."""
+    cols = max(1, min(n_bank, budget // 2))
+    rows = max(1, min(n_query, budget // (cols + extra_cols)))
+    return rows, cols
+
+
+def l2_normalise(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Rows divided by their Euclidean norm. ``eps > 0``: ``z / sqrt(|z|² + eps)`` (as the Relation reference);
+    ``eps = 0``: ``F.normalize`` (norm clamped at 1e-12, as the NNGuide reference)."""
+    if eps > 0:
+        return z / torch.sqrt((z * z).sum(1, keepdim=True) + eps)
+    return F.normalize(z, dim=1)
+
+
+def topk_inner(query: torch.Tensor, bank: torch.Tensor, k: int, budget: int = DEFAULT_BUDGET) -> torch.Tensor:
+    """The ``k`` largest inner products ``query_i · bank_j`` over j, per query row, sorted descending: (N, k).
+
+    Exact and chunked: each block of query rows scans the bank block by block and merges the block's candidates
+    with its running top-k.
+    """
+    n, m = query.shape[0], bank.shape[0]
+    if not 1 <= k <= m:
+        raise OODLensError(f"k={k} nearest neighbours requested but the bank holds {m} vectors")
+    bank = bank.to(query.dtype)
+    out = torch.empty(n, k, dtype=query.dtype, device=query.device)
+    rows, cols = block_shape(n, m, budget, extra_cols=k)
+    for rs in blocks(n, rows):
+        q = query[rs]
+        best: torch.Tensor | None = None
+        for cs in blocks(m, cols):
+            sims = q @ bank[cs].T
+            if best is not None:
+                sims = torch.cat([best, sims], dim=1)
+            best = sims.topk(min(k, sims.shape[1]), dim=1).values
+        out[rs] = best
+    return out
+
+
+def sum_over_bank(query: torch.Tensor, bank: torch.Tensor,
+                  pair_fn: Callable[[slice, slice], torch.Tensor], budget: int = DEFAULT_BUDGET) -> torch.Tensor:
+    """``Σ_j pair_fn(rows, cols)[i, j]`` for every query row i, computed block by block.
+
+    ``pair_fn(rows, cols)`` returns the (len(rows), len(cols)) block of a pairwise quantity between the query
+    rows ``rows`` and the bank rows ``cols``; only one block exists at a time.
+    """
+    n, m = query.shape[0], bank.shape[0]
+    out = torch.zeros(n, dtype=query.dtype, device=query.device)
+    rows, cols = block_shape(n, m, budget)
+    for rs in blocks(n, rows):
+        for cs in blocks(m, cols):
+            out[rs] += pair_fn(rs, cs).sum(1)
+    return out
