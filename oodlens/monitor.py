@@ -1,0 +1,257 @@
+"""Monitor: wrap fitted detector(s) — and optionally the model — to answer, for each input, the model's prediction,
+the OOD score, a conformal p-value, the OOD degree (1 − p) in plain language, and a flag with a known false-alarm
+rate; screen whole batches with FDR control; save and load without pickle.
+
+>>> mon = Monitor(model, detector, calibration=x_cal, layers={"avgpool": "features"}, acceptance=0.95)
+>>> mon.assess(x_batch)              # DataFrame: prediction, score, p_value, degree, flag, reading
+>>> mon.screen(x_batch, alpha=0.1)   # + column 'screen_flag': Benjamini–Hochberg at FDR 10 %
+>>> mon.save("monitor/"); Monitor.load("monitor/", model=model)
+
+Guarantees (ID calibration data held out from fitting, exchangeable / i.i.d. with ID test inputs):
+
+* ``flag = p ≤ α`` with ``α = 1 − acceptance``. With ``pvalues="marginal"`` an ID input is flagged with probability
+  ≤ α (on average over calibration draws); with ``"simes"`` or ``"dkw"`` the false-alarm rate is ≤ α with
+  probability ≥ 1 − δ over the calibration draw (:mod:`oodlens.calibrate.pvalues`). The flag is exactly
+  ``score > threshold`` for a score threshold reported in :attr:`thresholds`.
+* Several detectors: each gives a p-value; they are merged with ``combine`` (default Bonferroni, valid under any
+  dependence; see :mod:`oodlens.fusion.rules`). For one calibrated score from several detectors, use a ``fused``
+  detector instead.
+* ``screen``: BH on one detector's marginal p-values controls the FDR at α (conformal p-values are PRDS); on
+  Simes/DKW p-values, which are independent given the calibration set, it controls the FDR conditionally on the
+  calibration set with probability ≥ 1 − δ. On merged p-values of several detectors it has no proof (a heuristic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .calibrate import ConformalCalibrator, check_disjoint, describe_degree, rows_in_hashes, screen
+from .detectors.base import Detector
+from .errors import NotFittedError, OODLensError
+from .extract import extract
+from .features import Features
+from .fusion import combine_pvalues
+from .fusion.rules import P_RULES
+from .safetensors_io import load_tensors, save_tensors
+
+_FORMAT = "oodlens-monitor"
+
+
+def _named_detectors(detectors: Any) -> dict[str, Detector]:
+    if isinstance(detectors, Detector):
+        detectors = [detectors]
+    if isinstance(detectors, Mapping):
+        items = [(str(k), d) for k, d in detectors.items()]
+    elif isinstance(detectors, Sequence) and not isinstance(detectors, str):
+        items, taken = [], set()
+        for d in detectors:
+            label, i = getattr(d, "name", "") or type(d).__name__, 2
+            base = label
+            while label in taken:
+                label, i = f"{base}#{i}", i + 1
+            taken.add(label)
+            items.append((label, d))
+    else:
+        raise OODLensError(f"detectors must be a Detector, a list of them or a dict name -> Detector, "
+                           f"got {type(detectors).__name__}")
+    if not items:
+        raise OODLensError("the monitor needs at least one detector")
+    for label, d in items:
+        if not isinstance(d, Detector):
+            raise OODLensError(f"detector {label!r} is a {type(d).__name__}, not an oodlens Detector")
+        if not d.is_fitted:
+            raise NotFittedError(f"detector {label!r} is not fitted; fit it (on training data) before the monitor")
+    return dict(items)
+
+
+class Monitor:
+    """Calibrated OOD monitoring of a model's inputs. See the module docstring for the guarantees.
+
+    ``model``: a torch model or None (then every input must be :class:`Features`). ``detectors``: fitted
+    detector(s). ``calibration``: ID data held out from fitting — Features, or raw inputs the model is run on
+    (``layers``/``pool`` as in :func:`oodlens.extract.extract`). ``fit_data``: optionally the fitting features,
+    to refuse a calibration set that shares rows with them (detectors that remember hashes of their training
+    rows, like ``fused``, are checked without it).
+    """
+
+    def __init__(self, model: nn.Module | None, detectors: Any, calibration: Any, *,
+                 layers: Sequence[str] | Mapping[str, str] | None = None, pool: str = "avg",
+                 acceptance: float = 0.95, pvalues: str = "marginal", delta: float = 0.1,
+                 combine: str = "bonferroni", fit_data: Any = None, batch_size: int = 256):
+        self._configure(model, detectors, layers, pool, acceptance, pvalues, delta, combine, batch_size)
+        cal = self.features(calibration)
+        if fit_data is not None:
+            fit = fit_data if isinstance(fit_data, (Features, Mapping)) else self.features(fit_data)
+            check_disjoint(fit, cal, "fitting data", "calibration data")
+        for label, det in self.detectors.items():
+            hashes = getattr(det, "train_hashes_", None)
+            if hashes is not None:
+                hits = rows_in_hashes(hashes, {k: cal[k] for k in det.required_features()})
+                if len(hits):
+                    raise OODLensError(f"calibration data overlaps detector {label!r}'s training data: {len(hits)} "
+                                       f"of {cal.n} rows are identical to training rows; calibrate on held-out data")
+        self._calibrate({k: d.score(cal, batch_size=batch_size) for k, d in self.detectors.items()})
+
+    def _configure(self, model, detectors, layers, pool, acceptance, pvalues, delta, combine, batch_size) -> None:
+        if model is not None and not isinstance(model, nn.Module):
+            raise OODLensError(f"model must be a torch nn.Module or None, got {type(model).__name__}")
+        if not (isinstance(acceptance, (int, float)) and 0.0 < float(acceptance) < 1.0):
+            raise OODLensError(f"acceptance must be in (0, 1), got {acceptance!r}")
+        if combine not in P_RULES:
+            raise OODLensError(f"combine must be one of {', '.join(P_RULES)}, got {combine!r}")
+        if not isinstance(pool, str):
+            raise OODLensError("the monitor's pool must be a name ('avg', 'max', 'flatten', 'none') so it can be saved")
+        self.model, self.detectors = model, _named_detectors(detectors)
+        self.layers = dict(layers) if isinstance(layers, Mapping) else (list(layers) if layers is not None else None)
+        self.pool, self.acceptance, self.pvalue_method = pool, float(acceptance), pvalues
+        self.delta, self.combine, self.batch_size = float(delta), combine, int(batch_size)
+        if model is not None:
+            for d in self.detectors.values():
+                if d.needs_model:
+                    d.attach_model(model)
+
+    def _calibrate(self, cal_scores: Mapping[str, Any]) -> None:
+        self.calibrators = {k: ConformalCalibrator(s, self.pvalue_method, self.delta) for k, s in cal_scores.items()}
+        alpha = self.alpha
+        for c in self.calibrators.values():
+            c.check_level(alpha)
+        if len(self.calibrators) > 1:
+            p_min = float(combine_pvalues({k: [c.min_pvalue] for k, c in self.calibrators.items()}, self.combine)[0])
+            if p_min > alpha:
+                raise OODLensError(f"calibration set too small: {self.combine} over {len(self.calibrators)} detectors "
+                                   f"gives p ≥ {p_min:.4g} > α = {alpha:g}, so nothing could be flagged")
+        self.thresholds = {k: _score_threshold(c, alpha) for k, c in self.calibrators.items()}
+
+    @property
+    def alpha(self) -> float:
+        """Target false-alarm rate ``1 − acceptance``."""
+        return 1.0 - self.acceptance
+
+    @property
+    def n_calibration(self) -> int:
+        return next(iter(self.calibrators.values())).n
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def features(self, batch: Any) -> Features:
+        """Features of a batch: Features / dicts pass through; raw inputs are run through the model."""
+        if isinstance(batch, Features):
+            return batch
+        if isinstance(batch, Mapping):
+            return Features(batch)
+        if self.model is None:
+            raise OODLensError("this monitor has no model: pass Features (e.g. from oodlens.extract) instead of raw "
+                               "inputs, or give the model (Monitor.load(path, model=...))")
+        feats, _ = extract(self.model, batch, layers=self.layers, pool=self.pool, batch_size=self.batch_size,
+                           progress=False)
+        return feats
+
+    # -- per input -------------------------------------------------------------------------------------
+    def assess(self, batch: Any) -> "pd.DataFrame":  # noqa: F821
+        """One row per input: ``prediction`` (argmax of logits when available), ``score`` / ``score/<name>``,
+        ``p_value`` (``p_value/<name>`` per detector when there are several), ``degree`` = 1 − p, ``flag``
+        (p ≤ 1 − acceptance) and ``reading`` (plain language)."""
+        import pandas as pd
+
+        feats = self.features(batch)
+        cols: dict[str, Any] = {}
+        if "logits" in feats:
+            cols["prediction"] = feats["logits"].argmax(1).cpu().numpy()
+        scores = {k: d.score(feats, batch_size=self.batch_size) for k, d in self.detectors.items()}
+        pvals = {k: self.calibrators[k].pvalues(s) for k, s in scores.items()}
+        single = len(scores) == 1
+        for k in scores:
+            suffix = "" if single else f"/{k}"
+            cols["score" + suffix] = scores[k].detach().double().cpu().numpy()
+            if not single:
+                cols["p_value" + suffix] = pvals[k].cpu().numpy()
+        p = next(iter(pvals.values())) if single else combine_pvalues(pvals, self.combine)
+        cols["p_value"] = p.cpu().numpy()
+        cols["degree"] = 1.0 - cols["p_value"]
+        cols["flag"] = cols["p_value"] <= self.alpha + 1e-12
+        cols["reading"] = self._readings(scores, pvals, p)
+        return pd.DataFrame(cols)
+
+    __call__ = assess
+
+    def _readings(self, scores: dict[str, torch.Tensor], pvals: dict[str, torch.Tensor], p: torch.Tensor) -> list[str]:
+        names = list(scores)
+        if len(names) == 1:
+            k = names[0]
+            cal = self.calibrators[k]
+            return cal.describe(scores[k])
+        stacked = torch.stack([pvals[k] for k in names], 1)
+        worst = stacked.argmin(1).tolist()
+        per = {k: describe_degree(self.calibrators[k].n - self.calibrators[k].counts(scores[k]), self.calibrators[k].n)
+               for k in names}
+        return [f"OOD degree {1 - float(pi):.3f} ({self.combine} over {len(names)} detectors); most atypical for "
+                f"{names[j]}: {per[names[j]][i].split(': ', 1)[1]}" for i, (j, pi) in enumerate(zip(worst, p.tolist()))]
+
+    def screen(self, batch: Any, alpha: float = 0.1, method: str = "bh") -> "pd.DataFrame":  # noqa: F821
+        """:meth:`assess` plus ``screen_flag``: Benjamini–Hochberg (``method="bh"``) or Storey-BH (``"storey"``)
+        at FDR level ``alpha`` over the batch's p-values. ``df.attrs`` holds the p-value cut-off."""
+        df = self.assess(batch)
+        result = screen(df["p_value"].to_numpy(copy=True), alpha, method)
+        df["screen_flag"] = result.rejected.cpu().numpy()
+        df.attrs.update({"alpha": float(alpha), "method": method, "p_cutoff": float(result.cutoff),
+                         "pi0": float(result.pi0), "n_flagged": int(result.n_rejected)})
+        return df
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """A folder: ``manifest.json``, ``calibration.safetensors`` (sorted calibration scores per detector) and
+        ``detectors/<i>.safetensors`` (each detector's own save). The model is never saved."""
+        folder = Path(path)
+        (folder / "detectors").mkdir(parents=True, exist_ok=True)
+        files = []
+        for i, (k, d) in enumerate(self.detectors.items()):
+            name = f"detectors/{i}.safetensors"
+            d.save(folder / name)
+            files.append({"label": k, "file": name, "detector": d.name})
+        save_tensors({f"cal/{i}": c.scores for i, c in enumerate(self.calibrators.values())},
+                     folder / "calibration.safetensors", {"oodlens": "monitor-calibration"})
+        manifest = {"format": _FORMAT, "version": 1, "detectors": files, "layers": self.layers, "pool": self.pool,
+                    "acceptance": self.acceptance, "pvalues": self.pvalue_method, "delta": self.delta,
+                    "combine": self.combine, "batch_size": self.batch_size, "n_calibration": self.n_calibration}
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> "Monitor":
+        """Rebuild a saved monitor; give ``model`` to assess raw inputs or for model-based detectors."""
+        folder = Path(path)
+        mpath = folder / "manifest.json"
+        if not mpath.is_file():
+            raise OODLensError(f"{folder} is not a saved monitor (no manifest.json)")
+        manifest = json.loads(mpath.read_text())
+        if manifest.get("format") != _FORMAT:
+            raise OODLensError(f"{mpath} is not an oodlens monitor manifest")
+        import oodlens.fusion  # noqa: F401  (registers 'fused' for Detector.load)
+
+        dets = {e["label"]: Detector.load(folder / e["file"]) for e in manifest["detectors"]}
+        tensors, _ = load_tensors(folder / "calibration.safetensors", mmap=False)
+        mon = cls.__new__(cls)
+        mon._configure(model, dets, manifest["layers"], manifest["pool"], manifest["acceptance"],
+                       manifest["pvalues"], manifest["delta"], manifest["combine"], manifest["batch_size"])
+        mon._calibrate({k: tensors[f"cal/{i}"] for i, k in enumerate(dets)})
+        return mon
+
+    def __repr__(self) -> str:
+        return (f"Monitor(detectors={list(self.detectors)}, n_calibration={self.n_calibration}, "
+                f"acceptance={self.acceptance:g}, pvalues={self.pvalue_method!r})")
+
+
+def _score_threshold(cal: ConformalCalibrator, alpha: float) -> float:
+    """Score τ with ``p ≤ α ⟺ score > τ``: p = table[#{s_i ≥ s}] is non-decreasing in the count, so the flag is
+    ``count ≤ m*`` (m* = last count with table ≤ α), i.e. ``score > S_(n − m*)``."""
+    m_star = int((cal.table <= alpha + 1e-12).sum()) - 1
+    k = cal.n - m_star
+    return float(cal.scores[k - 1]) if k >= 1 else float("-inf")
+
+
+__all__ = ["Monitor"]
