@@ -1,0 +1,1 @@
+"""Report sections computed from score arrays (numpy in, dicts and printable lines out)."""
