@@ -98,3 +98,9 @@ def test_float16_inputs():
     assert s.dtype == torch.float32 and torch.isfinite(s).all()
     ref = _naive(train.half().double(), test.half().double(), head, "distance")
     assert torch.allclose(s.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_scoring_equals_one_pass():
+    train, test, head = _problem()
+    det = FDBD().fit({"features": train}, head=head)
+    assert torch.allclose(det.score({"features": test}, batch_size=7), det.score({"features": test}))

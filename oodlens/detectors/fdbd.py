@@ -15,7 +15,7 @@ by the constant factor C−1 and rank samples identically — the paper's mean i
 the two regularisers on validation data (``distance_as_normalizer`` in {True, False}); that sweep is ``param_grid``.
 
 Vectorised over classes: ‖w_ŷ − w_c‖² = ‖w_ŷ‖² + ‖w_c‖² − 2 w_ŷ·w_c for all (sample, class) pairs by one matrix
-product in float64 (no C×C table, no loop over classes). A head with two identical weight rows has no boundary
+product in float64 (no C×C table, no loop over classes), in blocks of rows so that memory stays bounded. A head with two identical weight rows has no boundary
 between those classes and is refused at fit; ‖z − μ_train‖ is clamped at 1e-12 so a feature exactly at the mean
 gives a large finite score instead of a division by zero.
 """
@@ -26,6 +26,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._neighbours import block_shape, blocks
 from .base import Detector, Head
 
 _NORMALIZERS = ("distance", "norm")
@@ -87,7 +88,8 @@ class FDBD(Detector):
     def _score(self, x) -> torch.Tensor:
         self._check_normalizer()
         z = as_float(x[self.features])
-        db = boundary_distances(z, self.head_)
+        rows, _ = block_shape(z.shape[0], self.head_.weight.shape[0])   # (rows × C) float64 blocks
+        db = torch.cat([boundary_distances(z[r], self.head_) for r in blocks(z.shape[0], rows)])
         z64 = z.to(torch.float64)
         centre = z64 - self.train_mean_.to(z.device) if self.normalizer == "distance" else z64
         return (-db / centre.norm(dim=1).clamp_min(_TINY)).to(z.dtype)

@@ -39,6 +39,7 @@ import torch
 from .._checks import as_float
 from ..errors import OODLensError
 from ._gaussian import sq_dist_to_means
+from ._neighbours import block_shape, blocks
 from .base import Detector
 from .she import correct_class_means
 
@@ -190,6 +191,10 @@ class OpenMax(Detector):
     def _score(self, x) -> torch.Tensor:
         self._check_params()
         v = as_float(x[self.logits]).to(torch.float64)
+        rows, _ = block_shape(v.shape[0], v.shape[1])            # (rows × C) float64 blocks
+        return torch.cat([self._unknown_probability(v[r]) for r in blocks(v.shape[0], rows)])
+
+    def _unknown_probability(self, v: torch.Tensor) -> torch.Tensor:
         c = v.shape[1]
         d = distances_to_means(v, self.mav_, self.distance, float(self.eu_weight))
         w = weibull_cdf_high(d, self.tail_min_, self.log_scale_, self.inv_shape_)
