@@ -25,7 +25,9 @@ out from fitting; for a test score ``s``:
 
   Both match the reference implementation (github.com/msesia/conditional-conformal-pvalues, ``calibrate_ccv``:
   ``betainv_simes`` with ``k = int(n / 2)``, and ``pval + epsilon`` for DKW), computed here from the integer
-  count ``m`` (a lookup table of ``n + 1`` values) rather than from floating ``(n + 1)(1 − p)``.
+  count ``m`` (a lookup table of ``n + 1`` values) rather than from floating ``(n + 1)(1 − p)``. One deliberate
+  difference: for ``m = n`` (``p_marg = 1``) the reference code returns ``1 − a_1``, which differs from the
+  paper's ``h(1) = 1`` only when ``k = 1`` — and would then break validity at ``t = 1 − a_1``; here it is 1.
 
 The **OOD degree** is ``1 − p`` in [0, 1]. For the marginal p-value it equals ``#{i : s_i < s} / (n + 1)``, so a
 degree of 0.992 reads "more atypical than about 99.2 % of the in-distribution calibration data"

@@ -62,6 +62,15 @@ class Threshold:
                 f"of future ID inputs (k={self.k} of n={self.n}, {self.guarantee} bound)")
 
 
+def _binomial_upper_tails(n: int, q: float) -> np.ndarray:
+    """``P(Binomial(n, q) ≥ k)`` for k = 1..n, from log-pmfs summed in log space (float64)."""
+    j = torch.arange(n + 1, dtype=torch.float64)
+    logpmf = (math.lgamma(n + 1) - torch.lgamma(j + 1) - torch.lgamma(n - j + 1)
+              + j * math.log(q) + (n - j) * math.log1p(-q))
+    tails = torch.logcumsumexp(logpmf.flip(0), 0).flip(0).exp()  # P(Bin ≥ j), j = 0..n
+    return tails[1:].numpy()
+
+
 def _order(n: int, acceptance: float, guarantee: str, delta: float) -> int:
     if guarantee == "marginal":
         k = math.ceil((n + 1) * acceptance - 1e-9)
@@ -72,10 +81,8 @@ def _order(n: int, acceptance: float, guarantee: str, delta: float) -> int:
         return max(k, 1)
     delta = check_delta(delta)
     if guarantee == "beta":
-        from scipy.stats import binom
-
+        tail = _binomial_upper_tails(n, acceptance)  # tail[k-1] = P(Bin(n, 1-α) ≥ k) = P(F(S_(k)) < 1-α)
         ks = np.arange(1, n + 1)
-        tail = binom.sf(ks - 1, n, acceptance)  # P(Bin(n, 1-α) ≥ k) = P(F(S_(k)) < 1-α)
         ok = np.flatnonzero(tail <= delta)
         if ok.size == 0:
             need = math.ceil(math.log(delta) / math.log(acceptance))
