@@ -15,7 +15,8 @@ Checked against the authors' code (github.com/abhijitbendale/OSDN: compute_openm
 evt_fitting.py, preprocessing/*.py) and libMR (MetaRecognition.cpp, weibull.c). Defaults are the reference's:
 ``tail_size = 20`` (WEIBULL_TAIL_SIZE), ``alpha = 10`` (ALPHA_RANK; used as min(α, C) — the reference indexes out
 of range when C < α), ``distance = "eucos"`` with the Euclidean part divided by 200 (``eu_weight = 1/200``);
-``"euclidean"`` (eu_weight · ‖v − MAV‖) and ``"cosine"`` are the reference's alternatives. OpenOOD's port uses
+``"euclidean"`` (eu_weight · ‖v − MAV‖) and ``"cosine"`` are the reference's alternatives (its euclidean option
+divides by 200 when scoring but not when fitting the tails; here eu_weight applies to both). OpenOOD's port uses
 α = 3 and plain Euclidean distance weighted 0.5; those are reachable through the parameters.
 
 libMR's FitHigh convention, reproduced exactly: the tail (t = min(tail_size, n_c) largest distances) is shifted to
