@@ -38,7 +38,14 @@ _BY_CODE = {code: (tdt, ndt) for tdt, (code, ndt) in _DTYPES.items()}
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
     """Save a dict of tensors (any device) with string metadata."""
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    cpu: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        t = v.detach().to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()  # safetensors refuses tensors that share memory
+        seen.add(t.untyped_storage().data_ptr())
+        cpu[k] = t
     _st_save_file(cpu, str(path), metadata=dict(metadata or {}))
 
 

@@ -173,9 +173,9 @@ class Detector:
         from ID vs OOD validation. The benchmark runner calls it after ``fit``. Returns ``self``."""
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) before fit_validation(...)")
-        id_val = self._check_features(id_val, "ID validation features")
+        id_val = self._check_shapes(self._check_features(id_val, "ID validation features"))
         y = check_labels(id_labels, id_val.n, "ID validation labels") if id_labels is not None else None
-        ood = self._check_features(ood_val, "OOD validation features") if ood_val is not None else None
+        ood = self._check_shapes(self._check_features(ood_val, "OOD validation features")) if ood_val is not None else None
         self._fit_validation(id_val, y, ood)
         return self
 
@@ -203,11 +203,7 @@ class Detector:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) first")
         if self.needs_model:
             _ = self.model  # clear error when a loaded detector has no model attached
-        x = self._check_features(x, "features to score")
-        for k in self.required_features():
-            want = self.feature_shapes_[k]
-            if list(x[k].shape[1:]) != list(want):
-                raise OODLensError(f"feature {k!r} has shape {tuple(x[k].shape)} but the detector was fitted on (N, {', '.join(map(str, want))})")
+        x = self._check_shapes(self._check_features(x, "features to score"))
         self._move_state(x[self.required_features()[0]].device)
         if x.n == 0:
             return torch.empty(0, device=x[self.required_features()[0]].device)
@@ -232,14 +228,21 @@ class Detector:
         feats.require(*names)
         out = {}
         for k in names:
-            t = feats[k]
-            if not t.is_floating_point():
-                t = t.float()
+            t = as_float(feats[k], f"feature {k!r}")  # half precision and integers are computed on in float32
             if not self.spatial_inputs and t.ndim != 2:
                 raise OODLensError(f"feature {k!r} must be 2-D (N, D) for {type(self).__name__}, got shape {tuple(t.shape)}")
             check_finite(t, f"feature {k!r}")
             out[k] = t
         return Features(out)
+
+    def _check_shapes(self, x: Features) -> Features:
+        """Raise unless every required feature has the per-row shape seen at ``fit``."""
+        for k in self.required_features():
+            want = self.feature_shapes_[k]
+            if list(x[k].shape[1:]) != list(want):
+                raise OODLensError(f"feature {k!r} has shape {tuple(x[k].shape)} but the detector was fitted on "
+                                   f"(N, {', '.join(map(str, want))})")
+        return x
 
     def _move_state(self, device: torch.device) -> None:
         for k, v in list(vars(self).items()):
