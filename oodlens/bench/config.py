@@ -1,0 +1,146 @@
+"""``oodlens bench CONFIG``: a benchmark on your own model's features, described by a JSON or TOML file.
+
+Paths are relative to the config file. Each split names a safetensors file of features (see
+:class:`oodlens.Features`); ``labels`` names the tensor in that file holding class labels (it is taken out of the
+features). Example (TOML)::
+
+    name = "resnet18 on CIFAR-10"
+    detectors = ["msp", "energy", "mahalanobis", "knn"]    # optional: default = every detector that applies
+    covariate_mode = "separate"                            # or "accept" (full-spectrum)
+    head = "head.safetensors"                              # optional: tensors "weight" (C, D) and "bias" (C,)
+
+    [train]
+    features = "train.safetensors"
+    labels = "labels"
+    [val]
+    features = "val.safetensors"
+    labels = "labels"
+    [test]
+    features = "test.safetensors"
+    labels = "labels"
+    [val_ood]                                              # optional: enables tuning
+    features = "tin.safetensors"
+
+    [[test_sets]]
+    name = "CIFAR-100"
+    kind = "near"
+    features = "cifar100.safetensors"
+    [[test_sets]]
+    name = "blur-3"
+    kind = "covariate"
+    group = "blur"
+    severity = 3
+    features = "cifar10c_blur3.safetensors"
+    labels = "labels"
+
+    [detector_params.knn]
+    k = 50
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import OODLensError
+from ..features import Features
+from ..safetensors_io import load_tensors
+from .protocol import Benchmark, TestSet
+from .report import render_markdown, write_reports
+from .runner import run_benchmark
+
+_ALLOWED = {"name", "train", "val", "test", "val_ood", "test_sets", "head", "detectors", "detector_params",
+            "covariate_mode", "objective", "tune"}
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise OODLensError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise OODLensError(f"{path}: invalid TOML: {e}") from None
+    else:
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise OODLensError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise OODLensError(f"{path}: the config must be a table / object at the top level")
+    unknown = set(cfg) - _ALLOWED
+    if unknown:
+        raise OODLensError(f"{path}: unknown config field(s) {sorted(unknown)}; allowed: {sorted(_ALLOWED)}")
+    for key in ("train", "val", "test", "test_sets"):
+        if key not in cfg:
+            raise OODLensError(f"{path}: missing required field {key!r}")
+    return cfg
+
+
+def _split(entry: Any, root: Path, where: str) -> tuple[Features, torch.Tensor | None]:
+    if isinstance(entry, str):
+        entry = {"features": entry}
+    if not isinstance(entry, dict) or "features" not in entry:
+        raise OODLensError(f"{where}: needs a 'features' file")
+    file = root / entry["features"]
+    if not file.is_file():
+        raise OODLensError(f"{where}: features file not found: {file}")
+    feats = Features.load(file)
+    labels = None
+    if entry.get("labels"):
+        key = entry["labels"]
+        if key not in feats:
+            raise OODLensError(f"{where}: no tensor {key!r} for labels in {file} (has: {', '.join(feats)})")
+        labels = feats[key]
+        feats = Features({k: v for k, v in feats.items() if k != key})
+    return feats, labels
+
+
+def benchmark_from_config(cfg: dict[str, Any], root: str | Path = ".") -> Benchmark:
+    """Build a :class:`Benchmark` from a parsed config; paths resolve against ``root``."""
+    root = Path(root)
+    splits = {k: _split(cfg[k], root, k) for k in ("train", "val", "test")}
+    val_ood = _split(cfg["val_ood"], root, "val_ood")[0] if cfg.get("val_ood") else None
+    test_sets = []
+    for i, t in enumerate(cfg["test_sets"]):
+        where = f"test_sets[{i}]"
+        if not isinstance(t, dict) or "name" not in t or "kind" not in t:
+            raise OODLensError(f"{where}: needs 'name', 'kind' and 'features'")
+        feats, labels = _split(t, root, f"{where} ({t['name']})")
+        test_sets.append(TestSet(t["name"], feats, t["kind"], labels, t.get("group"), t.get("severity")))
+    head = None
+    if cfg.get("head"):
+        h = cfg["head"] if isinstance(cfg["head"], dict) else {"file": cfg["head"]}
+        tensors, _ = load_tensors(root / h["file"], mmap=False)
+        w, b = h.get("weight", "weight"), h.get("bias", "bias")
+        if w not in tensors:
+            raise OODLensError(f"head: no tensor {w!r} in {h['file']} (has: {', '.join(tensors)})")
+        head = (tensors[w], tensors.get(b))
+    return Benchmark(
+        name=cfg.get("name", "benchmark"), train=splits["train"][0], train_labels=splits["train"][1],
+        val=splits["val"][0], val_labels=splits["val"][1], test=splits["test"][0], test_labels=splits["test"][1],
+        test_sets=test_sets, val_ood=val_ood, head=head, covariate_mode=cfg.get("covariate_mode", "separate"),
+        detector_params=cfg.get("detector_params", {}),
+    )
+
+
+def run_config(args: Any) -> int:
+    """Entry point of ``oodlens bench CONFIG``."""
+    cfg = read_config(args.config)
+    bench = benchmark_from_config(cfg, Path(args.config).parent)
+    detectors = [d.strip() for d in args.detectors.split(",")] if args.detectors else cfg.get("detectors")
+    result = run_benchmark(bench, detectors, tune_params=cfg.get("tune", True), objective=cfg.get("objective", "auroc"),
+                           progress=not args.no_progress)
+    text = render_markdown(result)
+    print(text)
+    if args.out:
+        paths = write_reports(result, args.out, text)
+        print("Wrote " + ", ".join(str(p) for p in paths))
+    return 0
