@@ -108,7 +108,7 @@ class ModalityCalibration:
         out = torch.empty_like(s)
         for j in range(s.shape[1]):  # one binary search per modality (M is small)
             below = torch.searchsorted(self.sorted_[:, j].contiguous(), s[:, j].contiguous(), right=False)
-            out[:, j] = (1 + (n - below)) / (n + 1)
+            out[:, j] = (1 + (n - below)).to(torch.float64) / (n + 1)
         return out
 
     def fuse(self, scores: Mapping[str, Any], rule: str = "max_z") -> torch.Tensor:
