@@ -49,3 +49,18 @@ def test_edge_cases():
     assert torch.isfinite(det.score({"map": test * 1e6})).all()
     with pytest.raises(OODLensError, match="spatial feature map"):
         create("rankfeat", features="map").fit({"map": train.mean((2, 3))}, head=head)
+
+
+def test_top_eigenvector_matches_eigh():
+    from oodlens.detectors.rankfeat import top_eigenvector
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, 9, 7, generator=g, dtype=torch.float64)
+    a = x @ x.transpose(1, 2)
+    a[0] = torch.diag(torch.tensor([3.0, 3.0 - 1e-9, 1, 1, 0.5, 0, 0, 0, 0], dtype=torch.float64))  # tiny gap
+    a[1] = 0.0  # zero matrix: zero vector, no NaN
+    v = top_eigenvector(a)[:, :, 0]
+    want = torch.linalg.eigh(a).eigenvectors[:, :, -1]
+    cos = (v * want).sum(1).abs()
+    assert torch.allclose(cos[2:], torch.ones(48, dtype=torch.float64), atol=1e-12)
+    assert abs(float(cos[0]) - 1) < 1e-6 and torch.equal(v[1], torch.zeros(9, dtype=torch.float64))
