@@ -157,3 +157,13 @@ def test_trainer_input_errors():
         train(model, bad, y, x, y, TrainConfig(epochs=1), progress=False)
     with pytest.raises(OODLensError, match="fewer than one batch"):
         train(model, {k: v[:4] for k, v in x.items()}, y[:4], x, y, TrainConfig(epochs=1), progress=False)
+
+
+def test_float16_inputs_train_and_extract():
+    x, y = toy_data(48)
+    xh = {k: v.half() for k, v in x.items()}
+    model = make_model()
+    res = train(model, xh, y, xh, y, TrainConfig(epochs=2, batch_size=16, lr=1e-2), progress=False)
+    assert 0.0 <= res.best_val_acc <= 1.0
+    f16, f32 = model.extract(xh), model.extract({k: v.half().float() for k, v in x.items()})
+    assert f16["logits"].dtype == torch.float32 and torch.equal(f16["logits"], f32["logits"])

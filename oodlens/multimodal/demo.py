@@ -310,7 +310,7 @@ def _mean_delta(df: "Any", kind: str, variant: str, base: str, metric: str) -> f
 
 #: mean AUROC change (points) below which a difference is not called an effect: on this problem the spread
 #: between training seeds is about ±1 point (see the README)
-CLEAR_EFFECT = 1.5
+CLEAR_EFFECT = 2.0
 
 
 def verdict(res: dict[str, Any], scope: str = "fused") -> list[str]:

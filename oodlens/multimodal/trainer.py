@@ -118,6 +118,7 @@ def _as_inputs(data: Mapping[str, Any], modalities: list[str], what: str) -> tup
     if missing:
         raise OODLensError(f"{what} lacks modalities {missing} (has {sorted(data)})")
     tensors = {m: torch.as_tensor(data[m]) for m in modalities}
+    tensors = {m: (t.float() if t.is_floating_point() else t) for m, t in tensors.items()}  # float16/64 → float32
     sizes = {m: t.shape[0] for m, t in tensors.items()}
     if len(set(sizes.values())) != 1:
         raise OODLensError(f"{what}: modalities disagree on N: {sizes}")
@@ -131,7 +132,7 @@ def _check_labels(y: Any, n: int, c: int, what: str) -> torch.Tensor:
     y = torch.as_tensor(y)
     if y.shape != (n,):
         raise OODLensError(f"{what} labels must have shape ({n},), got {tuple(y.shape)}")
-    y = y.long()
+    y = y.long().cpu()
     if n and (int(y.min()) < 0 or int(y.max()) >= c):
         raise OODLensError(f"{what} labels must be in 0..{c - 1}, got range {int(y.min())}..{int(y.max())}")
     return y
@@ -210,7 +211,8 @@ class Trainer:
         n = labels.shape[0]
         try:
             for i in range(0, n, batch_size):
-                b = {m: t[i:i + batch_size].to(self.device) for m, t in inputs.items()}
+                b = {m: t[i:i + batch_size].to(self.device, torch.float32 if t.is_floating_point() else t.dtype)
+                     for m, t in inputs.items()}
                 pred = self.model(b).fused_logits.argmax(1).cpu()
                 correct += int((pred == labels[i:i + batch_size]).sum())
         finally:
@@ -232,8 +234,6 @@ class Trainer:
             raise OODLensError(f"training data has {n} rows, fewer than one batch ({cfg.batch_size}); batches drop the last partial one")
         if n_va == 0:
             raise OODLensError("validation data is empty")
-        x_tr = {m: t.to(self.device) for m, t in x_tr.items()}
-        y_dev = y_tr.to(self.device)
         order_gen = torch.Generator().manual_seed(cfg.seed)
         steps = n // cfg.batch_size  # drop_last=True as in the reference
         best_acc, best_epoch, best_state = -math.inf, -1, None
@@ -243,13 +243,15 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             bar = tqdm(range(cfg.epochs), desc="train", disable=not self.progress, leave=False, unit="epoch")
             for epoch in bar:
-                perm = torch.randperm(n, generator=order_gen).to(self.device)
+                perm = torch.randperm(n, generator=order_gen)
                 total, correct = 0.0, 0
-                for s in range(steps):
+                for s in range(steps):  # batches are gathered where the data live, then moved to the device
                     idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                    terms = self.train_step({m: t[idx] for m, t in x_tr.items()}, y_dev[idx], epoch)
+                    batch = {m: t[idx.to(t.device)].to(self.device, non_blocking=True) for m, t in x_tr.items()}
+                    y = y_tr[idx].to(self.device, non_blocking=True)
+                    terms = self.train_step(batch, y, epoch)
                     total += float(terms["loss"].detach())
-                    correct += int((terms["fused_logits"].argmax(1) == y_dev[idx]).sum())
+                    correct += int((terms["fused_logits"].argmax(1) == y).sum())
                 val_acc = self.accuracy(x_va, y_va)
                 history.append({"epoch": epoch, "train_loss": total / steps,
                                 "train_acc": correct / (steps * cfg.batch_size), "val_acc": val_acc})
