@@ -7,6 +7,7 @@ import torch
 from oodlens.detectors import create
 from oodlens.detectors.gram import gram_features
 from oodlens.errors import OODLensError
+from oodlens.features import Features
 
 POWERS = [1, 2, 3, 5]
 
@@ -119,3 +120,16 @@ def test_float16_and_errors():
         create("gram", layers=["a"], powers=[0, 1]).fit(train)
     with pytest.raises(OODLensError, match="layer"):
         create("gram", layers=[]).fit(train)
+
+
+def test_chunking_does_not_change_scores(monkeypatch):
+    import oodlens.detectors.gram as gram_module
+
+    train, val, test = _problem(4)
+    whole = create("gram", layers=["a", "b"], powers=POWERS).fit(train).fit_validation(val)
+    monkeypatch.setattr(gram_module, "_CHUNK_ELEMENTS", 300)  # a few rows per chunk
+    chunked = create("gram", layers=["a", "b"], powers=POWERS).fit(train).fit_validation(val)
+    assert chunked._chunk_rows(Features(test)) < 5
+    assert torch.allclose(whole.mins_, chunked.mins_, rtol=1e-12)
+    assert torch.allclose(whole.maxs_, chunked.maxs_, rtol=1e-12)
+    np.testing.assert_allclose(chunked.score(test).numpy(), whole.score(test).numpy(), rtol=1e-12)

@@ -7,16 +7,15 @@ u₁ (C), v₁ (HW):
     X' = X − σ₁ u₁ v₁ᵀ                              (remove the rank-1 component)
     score(x) = − log Σ_c exp((W pool(X') + b)_c)   (energy of the recomputed logits, T = 1)
 
-pool is the global spatial average. The reference code (KingJamesSong/RankFeat; OpenOOD's
-``RankFeatPostprocessor``) computes the same with ``torch.linalg.svd`` (its power-iteration option is an
-approximation of it) and returns T·logsumexp(logits / T), T = 1, as an ID score; we return its negation, so
-higher = more OOD. Here the rank-1 term is computed to float64 precision from the top eigenvector of the smaller
-of XᵀX and XXᵀ, found by repeated squaring run to convergence (batched matrix products; a batched SVD of X or
-``eigh`` of many small matrices is an order of magnitude slower on a GPU). Differences: only the Block-4 variant (the reference's
-default fuses it with a Block-3 variant that needs the model to run layer 4 again); and "pool then head" assumes
-nothing non-linear sits between the map and the pooling (true for torchvision ResNets; for BiT-style networks
-with a norm + ReLU before the head, pass the map after them). If σ₁ = σ₂ the rank-1 component is not unique
-(as in the reference).
+pool is the global spatial average. The reference code (KingJamesSong/RankFeat; OpenOOD's ``RankFeatPostprocessor``)
+computes the same with ``torch.linalg.svd`` (its power-iteration option is an approximation of it) and returns
+T·logsumexp(logits / T), T = 1, as an ID score; we return its negation, so higher = more OOD. Here the rank-1 term
+is computed to float64 precision from the top eigenvector of the smaller of XᵀX and XXᵀ, found by repeated squaring
+run to convergence (batched matrix products; a batched SVD of X or ``eigh`` of many small matrices is an order of
+magnitude slower on a GPU). Differences: only the Block-4 variant (the reference's default fuses it with a Block-3
+variant that needs the model to run layer 4 again); and "pool then head" assumes nothing non-linear sits between the
+map and the pooling (true for torchvision ResNets; for BiT-style networks with a norm + ReLU before the head, pass
+the map after them). If σ₁ = σ₂ the rank-1 component is not unique (as in the reference).
 
 Default feature: ``layer4`` (torchvision ResNet naming; extract it with ``pool="none"``).
 """
