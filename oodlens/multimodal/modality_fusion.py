@@ -92,18 +92,22 @@ class ModalityCalibration:
         self.sorted_ = torch.sort(cal, 0).values
         return self
 
-    def _check(self) -> None:
+    def _prepare(self, scores: Mapping[str, Any]) -> torch.Tensor:
+        """Stacked scores (N, M) in float64; the calibration state follows their device."""
         if not hasattr(self, "mean_"):
             raise NotFittedError("ModalityCalibration is not fitted; call fit(calibration_scores) first")
+        s = _stack(scores, self.modalities)
+        for k in ("mean_", "std_", "sorted_"):
+            if getattr(self, k).device != s.device:
+                setattr(self, k, getattr(self, k).to(s.device))
+        return s
 
     def zscores(self, scores: Mapping[str, Any]) -> torch.Tensor:
-        self._check()
-        s = _stack(scores, self.modalities)
+        s = self._prepare(scores)
         return (s - self.mean_) / self.std_
 
     def pvalues(self, scores: Mapping[str, Any]) -> torch.Tensor:
-        self._check()
-        s = _stack(scores, self.modalities)
+        s = self._prepare(scores)
         n = self.sorted_.shape[0]
         out = torch.empty_like(s)
         for j in range(s.shape[1]):  # one binary search per modality (M is small)
