@@ -16,8 +16,6 @@ import torch
 from .._checks import as_tensor
 from ..errors import OODLensError
 
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-
 
 def _rows(x: Any, name: str) -> np.ndarray:
     t = as_tensor(x, name).detach()

@@ -21,6 +21,9 @@ Fitting:
    fewer rows). Not available for ``logistic`` (it needs validation OOD), for members with their own
    validation stage, or with ``holdout=0``: scoring then raises.
 
+Memory: between ``fit`` and calibration the detector keeps a reference to the training Features (for the
+fallback); ``fit_validation`` or the fallback releases it.
+
 Persistence: members' fitted tensors are stored in the same safetensors file under ``members.<i>.<name>`` and
 their JSON state in ``member_states_`` (no pickle); a round-trip is exact.
 
