@@ -66,6 +66,8 @@ class Benchmark:
     model: nn.Module | None = None
     covariate_mode: str = "separate"
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per-detector replacement of ``param_grid`` for tuning (e.g. a smaller grid for slow model-based methods)
+    param_grids: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.covariate_mode not in COVARIATE_MODES:

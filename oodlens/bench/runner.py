@@ -47,7 +47,8 @@ class BenchmarkResult:
 def _resolve(detectors: Iterable[str | Detector] | None, bench: Benchmark) -> list[Detector]:
     if detectors is None:
         names = detectors_for(bench.feature_names, labels=bench.train_labels is not None,
-                              head=bench.head is not None, model=bench.model is not None)
+                              head=bench.head is not None, model=bench.model is not None,
+                              params=bench.detector_params)
         detectors = names
     out = []
     for d in detectors:
@@ -92,7 +93,7 @@ def run_benchmark(bench: Benchmark, detectors: Iterable[str | Detector] | None =
         start = time.perf_counter()
         try:
             was_tuned = False
-            if tune_params and bench.val_ood is not None and det.param_grid:
+            if tune_params and bench.val_ood is not None and bench.param_grids.get(det.name, det.param_grid):
                 best, _ = tune(det, bench, objective=objective)
                 det = det.clone(**best)
                 was_tuned = True

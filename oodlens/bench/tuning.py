@@ -7,6 +7,7 @@ import itertools
 from typing import Any, Callable
 
 from ..detectors.base import Detector
+from ..errors import OODLensError
 from ..metrics import ood_metrics
 from .protocol import Benchmark
 
@@ -20,10 +21,10 @@ def fit_detector(det: Detector, bench: Benchmark) -> Detector:
     return det
 
 
-def grid_candidates(det: Detector, max_candidates: int = 32) -> list[dict[str, Any]]:
-    """Cartesian product of the grid, the detector's current values first; at most ``max_candidates``
-    (taken evenly over the product, deterministically)."""
-    grid = {k: list(v) for k, v in det.param_grid.items() if v}
+def grid_candidates(det: Detector, max_candidates: int = 32, grid: dict[str, list] | None = None) -> list[dict[str, Any]]:
+    """Cartesian product of the grid (``det.param_grid`` unless given), the detector's current values first; at
+    most ``max_candidates`` (taken evenly over the product, deterministically)."""
+    grid = {k: list(v) for k, v in (det.param_grid if grid is None else grid).items() if v}
     if not grid:
         return [{}]
     current = det.get_params()
@@ -44,20 +45,28 @@ def tune(det: Detector, bench: Benchmark, objective: str = "auroc", max_candidat
     if bench.val_ood is None:
         raise ValueError("tuning needs validation OOD data")
     minimise = objective.startswith(("ood_accepted", "id_rejected"))
-    candidates = grid_candidates(det, max_candidates)
+    candidates = grid_candidates(det, max_candidates, bench.param_grids.get(det.name))
     fitted: dict[tuple, Detector] = {}
     records = []
     best, best_value = candidates[0], None
+    errors: list[str] = []
     for cand in candidates:
         fit_key = tuple(sorted((k, repr(v)) for k, v in cand.items() if k not in det.score_only_params))
-        if fit_key not in fitted:
-            fitted[fit_key] = fit_detector(det.clone(**cand), bench)
-        model = fitted[fit_key].set_params(**{k: v for k, v in cand.items() if k in det.score_only_params})
-        value = ood_metrics(model.score(bench.val), model.score(bench.val_ood))[objective]
+        try:  # a grid value can be invalid for this data (e.g. k larger than the training set): skip it
+            if fit_key not in fitted:
+                fitted[fit_key] = fit_detector(det.clone(**cand), bench)
+            model = fitted[fit_key].set_params(**{k: v for k, v in cand.items() if k in det.score_only_params})
+            value = ood_metrics(model.score(bench.val), model.score(bench.val_ood))[objective]
+        except OODLensError as e:
+            errors.append(f"{cand}: {e}")
+            records.append({**cand, objective: None, "error": str(e)})
+            continue
         records.append({**cand, objective: value})
         better = best_value is None or (value < best_value if minimise else value > best_value)
         if better:
             best, best_value = cand, value
         if on_step:
             on_step()
+    if best_value is None:
+        raise OODLensError(f"every tuning candidate failed; first: {errors[0]}")
     return best, records

@@ -44,16 +44,19 @@ def available_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def detectors_for(feature_names: Iterable[str], labels: bool = True, head: bool = True, model: bool = False) -> list[str]:
-    """Names of detectors whose default needs are met by these features / labels / head / model."""
+def detectors_for(feature_names: Iterable[str], labels: bool = True, head: bool = True, model: bool = False,
+                  params: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Names of detectors whose needs are met by these features / labels / head / model, each built with
+    ``params[name]`` (default hyper-parameters otherwise)."""
     _load_builtin()
     names = set(feature_names)
+    params = params or {}
     out = []
     for key, cls in sorted(_REGISTRY.items()):
         if (cls.needs_labels and not labels) or (cls.needs_head and not head) or (cls.needs_model and not model):
             continue
         try:
-            req = cls().required_features()
+            req = cls(**params.get(key, {})).required_features()
         except Exception:
             continue
         if set(req) <= names:

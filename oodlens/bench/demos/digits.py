@@ -25,7 +25,17 @@ CACHE_VERSION = "digits-v1"
 POOLED_LAYERS = {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "pool": "features"}
 MAP_LAYERS = {"layer2": "layer2_map", "layer3": "layer3_map"}
 #: hyper-parameters that point multi-layer / model-based detectors at this CNN's layers
-DETECTOR_PARAMS: dict[str, dict[str, Any]] = {}
+DETECTOR_PARAMS: dict[str, dict[str, Any]] = {
+    "gram": {"layers": ["layer2_map", "layer3_map"]},
+    "multi_mahalanobis": {"layers": ["layer1", "layer2", "layer3", "features"]},
+    "rankfeat": {"features": "layer3_map"},
+    "mahalanobis_noise": {"layer": "pool"},
+}
+#: smaller grids for the detectors that back-propagate through the model for every candidate
+PARAM_GRIDS: dict[str, dict[str, list]] = {
+    "odin": {"temperature": [1.0, 1000.0], "noise": [0.0, 0.0014, 0.004]},
+    "mahalanobis_noise": {"noise": [0.0, 0.0014, 0.005]},
+}
 
 
 def _features_of(model: torch.nn.Module, x: torch.Tensor) -> Features:
@@ -59,7 +69,7 @@ def build_digits_benchmark(cache_dir: str | Path = ".oodlens_cache", seed: int =
         name="digits: CNN on digits 0-5", train=feats["train"], train_labels=labels["train"], val=feats["val"],
         val_labels=labels["val"], test=feats["test"], test_labels=labels["test"], test_sets=test_sets,
         val_ood=feats["val_ood"], head=Head.coerce(model.fc), model=model, covariate_mode=covariate_mode,
-        detector_params=DETECTOR_PARAMS,
+        detector_params=DETECTOR_PARAMS, param_grids=PARAM_GRIDS,
     )
     return bench, info
 
