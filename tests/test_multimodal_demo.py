@@ -9,13 +9,20 @@ from oodlens.multimodal.demo import DemoConfig, SyntheticConfig, make_synthetic,
 
 
 @pytest.fixture(scope="module")
-def result():
-    return run_benchmark(DemoConfig.fast(), seed=0, detectors=["msp", "energy", "mahalanobis"], progress=False)
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mm_cache")
+
+
+@pytest.fixture(scope="module")
+def result(cache):
+    return run_benchmark(DemoConfig.fast(), seed=0, detectors=["msp", "energy", "mahalanobis"], progress=False,
+                         cache=cache)
 
 
 def test_demo_accuracy_well_above_chance(result):
     acc = result["accuracy"]
     assert list(acc["training"]) == ["baseline", "A2D", "A2D+NP-Mix"]
+    assert not acc["cached"].any()
     assert (acc["acc_fused"] > 0.5).all()  # chance is 1/8
     # A2D trains the per-modality heads (single-prediction loss); the baseline leaves them untrained
     a2d = acc.set_index("training").loc["A2D"]
@@ -43,14 +50,14 @@ def test_synthetic_data_is_seeded():
     assert torch.equal(a["inputs"]["video blanked"]["flow"], a["inputs"]["test"]["flow"])
 
 
-def test_run_demo_writes_tables(tmp_path, capsys):
-    args = argparse.Namespace(cache=str(tmp_path / "cache"), out=str(tmp_path / "out"), seed=0,
+def test_run_demo_writes_tables(tmp_path, capsys, cache, result):
+    args = argparse.Namespace(cache=str(cache), out=str(tmp_path / "out"), seed=0,
                               detectors="msp,energy", no_progress=True, fast=True)
+    weights = sorted((cache / "multimodal").glob("*.safetensors"))
+    stamps = [w.stat().st_mtime_ns for w in weights]
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
     assert "baseline" in printed and "near-OOD" in printed
     assert (tmp_path / "out" / "multimodal.md").is_file() and (tmp_path / "out" / "multimodal_results.csv").is_file()
-    cached = list((tmp_path / "cache" / "multimodal").glob("*.safetensors"))
-    assert len(cached) == 3
-    assert run_demo(args) == 0  # second run loads the cached weights
-    assert "baseline" in capsys.readouterr().out
+    assert len(weights) == 3  # the fixture's trained weights, reused rather than retrained
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
