@@ -90,7 +90,12 @@ def pvalue_table(n: int, method: str = "marginal", delta: float = 0.1, k: int | 
         raise OODLensError(f"unknown p-value method {method!r}; use one of {', '.join(PVALUE_METHODS)}")
     if n < 1:
         raise OODLensError("the calibration set is empty (n = 0)")
-    m = torch.arange(n + 1, dtype=torch.float64, device=device)
+    table = _table_cpu(n, method, delta, k)  # tiny: computed on the CPU so every device gets identical values
+    return table if device is None else table.to(device)
+
+
+def _table_cpu(n: int, method: str, delta: float, k: int | None) -> torch.Tensor:
+    m = torch.arange(n + 1, dtype=torch.float64)
     marginal = (1.0 + m) / (n + 1.0)
     if method == "marginal":
         return marginal
@@ -100,11 +105,11 @@ def pvalue_table(n: int, method: str = "marginal", delta: float = 0.1, k: int | 
     k = max(1, n // 2) if k is None else int(k)
     if not 1 <= k <= n:
         raise OODLensError(f"Simes order k must be in 1..n={n}, got {k}")
-    i = torch.arange(1, n + 1, dtype=torch.float64, device=device)  # a_1..a_n
+    i = torch.arange(1, n + 1, dtype=torch.float64)  # a_1..a_n
     log_ratio = (torch.lgamma(i + 1) - torch.lgamma((i - k + 1).clamp_min(1))
                  - (math.lgamma(n + 1) - math.lgamma(n - k + 1))) / k
     a = torch.where(i >= k, torch.exp(math.log(delta) / k + log_ratio), torch.zeros_like(i))
-    table = torch.ones(n + 1, dtype=torch.float64, device=device)
+    table = torch.ones(n + 1, dtype=torch.float64)
     table[:n] = 1.0 - a.flip(0)  # count m < n uses a_{n-m}
     return table
 

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .._checks import as_tensor, check_finite
-from ..calibrate.pvalues import count_at_least
+from ..calibrate.pvalues import count_at_least, pvalue_table
 from ..errors import NotFittedError, OODLensError
 
 P_RULES = ("fisher", "bonferroni", "simes", "harmonic", "mean")
@@ -197,7 +197,7 @@ def member_pvalues(scores: torch.Tensor, cal_sorted: torch.Tensor) -> torch.Tens
     """Marginal conformal p-values (N, K) of member scores (N, K) against sorted calibration scores (K, n)."""
     n = cal_sorted.shape[1]
     counts = count_at_least(cal_sorted.to(scores.device), scores.T.contiguous())
-    return ((1.0 + counts.to(torch.float64)) / (n + 1.0)).T
+    return pvalue_table(n, "marginal", device=scores.device)[counts].T
 
 
 def apply_rule(scores: torch.Tensor, method: str, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
