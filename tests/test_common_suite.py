@@ -2,6 +2,7 @@
 
 import pytest
 
+import oodlens.fusion  # noqa: F401  registers "fused" (detectors/ does not import the layer above it)
 from oodlens.detectors import available_detectors, create
 from oodlens.testing import check_detector, make_toy_problem
 

@@ -10,9 +10,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from .. import fusion  # noqa: F401  registers the "fused" detector so benchmarks list it like any other
 from ..detectors import Detector, create, detectors_for
 from ..errors import OODLensError
-from ..metrics import accuracy, ood_metrics
+from ..metrics import ood_metrics
 from .protocol import Benchmark, TestSet
 from .tuning import fit_detector, tune
 
@@ -33,6 +34,8 @@ class BenchmarkResult:
     test_sets: list[TestSet]
     covariate_mode: str
     notes: list[str] = field(default_factory=list)
+    #: per input of ID test ("test") and of each labelled test set: was the classifier right
+    correct: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def detectors(self) -> list[str]:
@@ -111,13 +114,15 @@ def run_benchmark(bench: Benchmark, detectors: Iterable[str | Detector] | None =
         params[label] = det.get_params()
         tuned[label] = was_tuned
     table = _metrics_table(scores, bench, level)
-    id_acc = None
-    if bench.test_labels is not None and "logits" in bench.test:
-        id_acc = accuracy(bench.test["logits"], bench.test_labels)
-    set_acc = {t.name: accuracy(t.features["logits"], t.labels) for t in bench.test_sets
-               if t.labels is not None and "logits" in t.features}
+    correct = {}
+    for name, feats, labels in [("test", bench.test, bench.test_labels),
+                                *[(t.name, t.features, t.labels) for t in bench.test_sets]]:
+        if labels is not None and "logits" in feats:
+            correct[name] = (feats["logits"].argmax(1) == labels.to(feats["logits"].device)).cpu().numpy()
+    id_acc = float(correct["test"].mean()) if "test" in correct else None
+    set_acc = {k: float(v.mean()) for k, v in correct.items() if k != "test"}
     return BenchmarkResult(bench.name, table, scores, params, tuned, seconds, skipped, id_acc, set_acc,
-                           list(bench.test_sets), bench.covariate_mode, notes)
+                           list(bench.test_sets), bench.covariate_mode, notes, correct)
 
 
 def _metrics_table(scores: dict[str, dict[str, np.ndarray]], bench: Benchmark, level: float) -> pd.DataFrame:
