@@ -167,3 +167,18 @@ def test_float16_inputs_train_and_extract():
     assert 0.0 <= res.best_val_acc <= 1.0
     f16, f32 = model.extract(xh), model.extract({k: v.half().float() for k, v in x.items()})
     assert f16["logits"].dtype == torch.float32 and torch.equal(f16["logits"], f32["logits"])
+
+
+def test_three_modalities_train_with_pairwise_terms():
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 3, (48,), generator=g)
+    x = {m: torch.eye(3, d)[y] * 3 + torch.randn(48, d, generator=g) for m, d in (("rgb", 4), ("flow", 5), ("audio", 3))}
+    torch.manual_seed(0)
+    model = MultimodalClassifier({m: None for m in x}, {"rgb": 4, "flow": 5, "audio": 3}, 3)
+    for outliers in ("a2d_npmix", "a2d_feature_mixing"):
+        cfg = TrainConfig.preset(outliers, epochs=6, batch_size=16, lr=3e-2, start_epoch=1, sample_number=3)
+        tr = Trainer(model, cfg, progress=False)
+        res = tr.fit(x, y, x, y)
+        assert res.best_val_acc > 0.6  # chance is 1/3
+        terms = tr.losses(x, y, epoch=2)
+        assert {"a2d", "ood_disc", "ood_entropy"} <= set(terms) and torch.isfinite(terms["loss"])
