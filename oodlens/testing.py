@@ -137,7 +137,7 @@ def check_detector(detector: Detector, toy: ToyProblem | None = None, min_auroc:
         det.save(path)
         loaded = Detector.load(path)
         assert type(loaded) is type(det) and loaded.get_params() == params
-        if type(det).needs_model and hasattr(loaded, "attach_model"):
+        if det.needs_model:
             loaded.attach_model(toy.model)
         assert torch.equal(loaded.score(toy.test_id), s_id), f"{name}: scores changed after save/load"
 
