@@ -11,7 +11,7 @@ from oodlens.testing import make_toy_problem
 
 @pytest.fixture(scope="module")
 def toy():
-    return make_toy_problem(seed=0, n_train=200, n_test=40)
+    return make_toy_problem()
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from oodlens.testing import make_toy_problem
 
 @pytest.fixture(scope="module")
 def toy():
-    return make_toy_problem(seed=0, n_train=200, n_test=40)
+    return make_toy_problem()
 
 
 def naive_odin(model: nn.Module, x: torch.Tensor, temperature: float, noise: float, std=None) -> torch.Tensor:
