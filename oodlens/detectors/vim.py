@@ -49,9 +49,10 @@ class ViM(Detector):
         z64 = z.to(torch.float64)
         max_logit = torch.addmm(self.head_bias_, z64, self.head_weight_.T).amax(1).mean()
         res = residual_norm(z64, self.origin_, self.basis_).mean()
-        if not float(res) > 0:
+        size = torch.linalg.vector_norm(z64 - self.origin_, dim=1).mean()
+        if not float(res) > 1e-10 * float(size):
             raise OODLensError(f"ViM: the training features have no component outside the top-{self.dim_} principal "
-                               "subspace (mean residual norm is 0), so the virtual logit's scale α is undefined; "
+                               "subspace (mean residual norm is ~0), so the virtual logit's scale α is undefined; "
                                "lower dim")
         self.alpha_ = float(max_logit / res)
 
