@@ -27,7 +27,14 @@ def naive_gmm(train, labels, test, covariance="tied", reg=1e-6):
         xc = train[labels == c] - means[i]
         cov = (tied if covariance == "tied" else xc.T @ xc / len(xc)) + ridge
         pi = len(xc) / len(train)
-        logp.append(np.log(pi) + multivariate_normal(means[i], cov, allow_singular=(reg == 0)).logpdf(test))
+        if reg > 0:
+            logp.append(np.log(pi) + multivariate_normal(means[i], cov).logpdf(test))
+        else:  # pseudo-inverse and pseudo-determinant (scipy gives -inf off the covariance's span instead)
+            ev = np.linalg.eigvalsh(cov)
+            ev = ev[ev > 1e-10 * ev.max()]
+            diff = test - means[i]
+            maha = np.einsum("nd,de,ne->n", diff, np.linalg.pinv(cov, hermitian=True), diff)
+            logp.append(np.log(pi) - 0.5 * (len(ev) * np.log(2 * np.pi) + np.log(ev).sum() + maha))
     return -logsumexp(np.stack(logp, 1), axis=1)
 
 
