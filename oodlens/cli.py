@@ -32,6 +32,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--detectors", default=None, help="comma-separated detector names (default: all that apply)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="torch CPU threads (default 1: the demo's small models run fastest on one)")
     demo.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     bench = sub.add_parser("bench", help="run a benchmark from a config file naming feature files",
@@ -74,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         if args.command == "demo":
+            import torch
+
+            torch.set_num_threads(max(1, args.threads))
             return _call(DEMOS[args.name], args)
         if args.command == "bench":
             return _call("oodlens.bench.config:run_config", args)

@@ -79,6 +79,10 @@ def render_markdown(result: BenchmarkResult, metrics: Sequence[str] = ("auroc", 
         if result.set_accuracy:
             acc = pd.DataFrame([{t.name: result.set_accuracy.get(t.name, np.nan) for t in cov}], index=["accuracy"])
             out += ["Classifier accuracy under each shift:", "", markdown_table(acc, index_name=""), ""]
+    tuned = [f"{d}: " + ", ".join(f"{k}={v}" for k, v in result.params[d].items() if not isinstance(v, (str, list)) and v is not None)
+             for d in result.detectors if result.tuned.get(d)]
+    if tuned:
+        out += ["Hyper-parameters chosen on validation (ID vs validation OOD, by AUROC): " + "; ".join(tuned), ""]
     if result.skipped:
         out.append("Skipped: " + "; ".join(f"{k} ({v})" for k, v in result.skipped.items()))
     for note in result.notes:

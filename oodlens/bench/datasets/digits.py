@@ -82,21 +82,21 @@ def load_digits_splits(seed: int = 0, n_far: int = 400) -> DigitsSplits:
 
 class DigitsCNN(nn.Module):
     """A small CNN for 8×8 digits: three conv blocks (``layer1``–``layer3``), global average pool (``pool``,
-    the penultimate 128-D ``features``) and a linear head (``fc``)."""
+    the penultimate 64-D ``features``) and a linear head (``fc``)."""
 
     def __init__(self, num_classes: int = len(ID_CLASSES)):
         super().__init__()
-        self.layer1 = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.layer2 = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2))
-        self.layer3 = nn.Sequential(nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU())
+        self.layer1 = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2))
+        self.layer3 = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(128, num_classes)
+        self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.layer3(self.layer2(self.layer1(x)))))
 
 
-def train_digits_cnn(x: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 30, batch_size: int = 64,
+def train_digits_cnn(x: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 20, batch_size: int = 64,
                      progress: bool = True) -> DigitsCNN:
     """Train on CPU with Adam, deterministic for ``seed`` (small random shifts of ±1 pixel as augmentation)."""
     from tqdm.auto import tqdm

@@ -21,7 +21,7 @@ from ..protocol import Benchmark, TestSet
 from ..report import render_markdown, write_reports
 from ..runner import BenchmarkResult, run_benchmark
 
-CACHE_VERSION = "digits-v1"
+CACHE_VERSION = "digits-v2"
 POOLED_LAYERS = {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "pool": "features"}
 MAP_LAYERS = {"layer2": "layer2_map", "layer3": "layer3_map"}
 #: hyper-parameters that point multi-layer / model-based detectors at this CNN's layers
@@ -86,7 +86,6 @@ def run_digits(cache_dir: str | Path = ".oodlens_cache", seed: int = 0, detector
 
 def run_demo(args: Any) -> int:
     """Entry point of ``oodlens demo digits``."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     detectors = [d.strip() for d in args.detectors.split(",")] if getattr(args, "detectors", None) else None
     result, info = run_digits(args.cache, args.seed, detectors, progress=not args.no_progress)
     text = render_markdown(result)
