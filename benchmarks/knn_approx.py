@@ -4,8 +4,8 @@ Prints, as the median of ``--runs`` runs (each on freshly generated data with it
 
 * raw   — one pass of test × train inner products in the same blocks as the exact search, without any top-k
           (the floor any exact brute-force search pays);
-* exact — ``KNN(search="exact", backend="torch")``: fit, then score;
-* ivf   — ``KNN(search="ivf", backend="torch")``: fit (k-means + nprobe calibration), then score;
+* exact — ``KNN(search="exact")``: fit, then score (``--backend torch`` by default; ``faiss`` where installed);
+* ivf   — ``KNN(search="ivf")``: fit (k-means + calibration), then score (``--nprobe`` for a fixed nprobe);
 * speed-ups (score only, and fit + score), and recall@k of the IVF neighbours against the exact ones
   (the fraction of the IVF's k neighbours at least as similar as the exact k-th), for ID and OOD queries.
 
@@ -16,7 +16,7 @@ neighbour structure matters for IVF recall: on structureless isotropic Gaussian 
 reaches high recall cheaply, and on real features it behaves like here.
 
     python benchmarks/knn_approx.py [--n-train 50000] [--n-test 40000] [--dim 512] [--k 50] [--runs 3]
-                                    [--device cpu|cuda]
+                                    [--ood-fraction 0.5] [--nprobe N] [--backend torch|faiss] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from oodlens.detectors.knn import KNN, _block
 
 
 def make_features(n_train: int, n_test: int, dim: int, classes: int, seed: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  device: torch.device, ood_fraction: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     rank = 64
     basis = torch.linalg.qr(torch.randn(dim, rank, generator=g))[0] * torch.logspace(0, -1.5, rank)[None, :]
@@ -43,8 +43,8 @@ def make_features(n_train: int, n_test: int, dim: int, classes: int, seed: int,
         h = torch.randn(n, rank, generator=g) * 4
         return torch.relu(means[y] + h @ basis.T + 0.3 * torch.randn(n, dim, generator=g))
 
-    half = n_test // 2
-    return (draw(n_train, 0).to(device), draw(half, 0).to(device), draw(n_test - half, classes).to(device))
+    n_id = round(n_test * (1 - ood_fraction))
+    return (draw(n_train, 0).to(device), draw(n_id, 0).to(device), draw(n_test - n_id, classes).to(device))
 
 
 def _sync(device: torch.device) -> None:
@@ -76,11 +76,12 @@ def recall(approx_sims: torch.Tensor, exact_sims: torch.Tensor) -> torch.Tensor:
 
 
 def one_run(args, seed: int, device: torch.device) -> dict[str, float]:
-    train, test_id, test_ood = make_features(args.n_train, args.n_test, args.dim, args.classes, seed, device)
+    train, test_id, test_ood = make_features(args.n_train, args.n_test, args.dim, args.classes, seed, device,
+                                             args.ood_fraction)
     test = {"features": torch.cat([test_id, test_ood])}
     n_id = test_id.shape[0]
-    exact = KNN(k=args.k, search="exact", backend="torch")
-    ivf = KNN(k=args.k, search="ivf", backend="torch", seed=seed, nprobe=args.nprobe)
+    exact = KNN(k=args.k, search="exact", backend=args.backend)
+    ivf = KNN(k=args.k, search="ivf", backend=args.backend, seed=seed, nprobe=args.nprobe)
     q = F.normalize(test["features"], dim=1)
     bank = F.normalize(train, dim=1)
     t_raw, _ = timed(lambda: raw_pass(q, bank), device)
@@ -97,7 +98,8 @@ def one_run(args, seed: int, device: torch.device) -> dict[str, float]:
         "exact_over_raw": t_exact_score / t_raw,
         "speedup_score": t_exact_score / t_ivf_score,
         "speedup_total": (t_exact_fit + t_exact_score) / (t_ivf_fit + t_ivf_score),
-        "recall": float(r.mean()), "recall_id": float(r[:n_id].mean()), "recall_ood": float(r[n_id:].mean()),
+        "recall": float(r.mean()), "recall_id": float(r[:n_id].mean()),
+        "recall_ood": float(r[n_id:].mean()) if r.numel() > n_id else float("nan"),
         "max_score_gap": float((s_ivf - s_exact).abs().max()),
         "nlist": ivf.centroids_.shape[0], "nprobe": ivf.nprobe_, "margin": ivf.margin_,
         "calibration_recall": ivf.calibration_recall_,
@@ -113,10 +115,13 @@ def main() -> None:
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--nprobe", type=int, default=None, help="fixed nprobe (default: adaptive margin)")
+    p.add_argument("--ood-fraction", type=float, default=0.5, help="share of OOD rows among the scored ones")
+    p.add_argument("--backend", default="torch", choices=["torch", "faiss", "auto"])
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     device = torch.device(args.device)
-    print(f"fit {args.n_train} x {args.dim}, score {args.n_test}, k={args.k}, device={device}, "
+    print(f"fit {args.n_train} x {args.dim}, score {args.n_test} ({args.ood_fraction:.0%} OOD), k={args.k}, "
+          f"backend={args.backend}, device={device}, "
           f"threads={torch.get_num_threads()}, runs={args.runs}")
     runs = [one_run(args, seed, device) for seed in range(args.runs)]
     for i, r in enumerate(runs):

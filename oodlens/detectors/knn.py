@@ -284,6 +284,8 @@ class KNN(Detector):
         self._index_cache = None
         if self.search == "exact":
             self.bank_ = bank.contiguous()
+            if self._use_faiss(bank.device):
+                self._faiss_index(False)  # built at fit, so scoring times only the search
             return
         nlist = min(self.nlist or math.ceil(2 * math.sqrt(bank.shape[0])), bank.shape[0])
         cent = spherical_kmeans(bank, nlist, self.seed)
@@ -299,6 +301,8 @@ class KNN(Detector):
                 self.bank_, cent, cells[order], self.k, self.target_recall, self.seed)
         else:
             self.nprobe_, self.margin_, self.calibration_recall_ = min(self.nprobe, nlist), None, None
+            if self._use_faiss(bank.device):
+                self._faiss_index(True)
 
     # -- score -------------------------------------------------------------------------------------------
     def _use_faiss(self, device: torch.device) -> bool:
