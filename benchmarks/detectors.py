@@ -88,16 +88,13 @@ class Workload:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _clusters(centres: torch.Tensor, n: int, g: torch.Generator, noise: float = 1.0, chunk: int = 8192
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """relu(centre[y] + noise·ε) for n random labels y, built in chunks (a low, predictable memory peak)."""
-    y = torch.randint(0, centres.shape[0], (n,), generator=g)
-    out = torch.empty((n, *centres.shape[1:]), dtype=torch.float32)
-    for i in range(0, n, chunk):
+def _clusters(centres: torch.Tensor, y: torch.Tensor, g: torch.Generator, chunk: int = 8192) -> torch.Tensor:
+    """relu(centres[y] + ε), ε ~ N(0, I), built in row chunks (a low, predictable memory peak)."""
+    out = torch.empty((y.shape[0], *centres.shape[1:]), dtype=torch.float32)
+    for i in range(0, y.shape[0], chunk):
         yi = y[i:i + chunk]
-        block = torch.randn((yi.shape[0], *centres.shape[1:]), generator=g).mul_(noise).add_(centres[yi])
-        out[i:i + chunk] = block.clamp_min_(0)
-    return out, y
+        out[i:i + chunk] = torch.randn((yi.shape[0], *centres.shape[1:]), generator=g).add_(centres[yi]).clamp_min_(0)
+    return out
 
 
 def _head(means: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,32 +123,17 @@ def make_workload(kind: str, sz: Sizes, seed: int = 0) -> Workload:
     g = torch.Generator().manual_seed(seed)
     frac = 1.0 if kind == "standard" else sz.layer_rows
     n_fit, n_half, n_val = (max(int(n * frac), 2 * sz.classes) for n in (sz.n_fit, sz.n_score // 2, sz.n_val))
-    scale = 2.0 / sz.dim ** 0.5 * 8  # cluster centres ~ N(0.5, s²): classes separated by a few noise units
+    # centres ~ 0.5 + N(0, ½): two centres lie about √D apart, the radius of the unit noise, at every D
+    shapes = {"features": (sz.dim,)} if kind == "standard" else _layer_shapes(sz.dim)
+    centres = {k: 0.5 + 0.5 ** 0.5 * torch.randn(sz.classes, *s, generator=g) for k, s in shapes.items()}
+    new_centres = {k: 0.5 + 0.5 ** 0.5 * torch.randn(sz.classes, *s, generator=g) for k, s in shapes.items()}
 
-    if kind == "standard":
-        centres = 0.5 + scale * torch.randn(sz.classes, sz.dim, generator=g)
-        new_centres = 0.5 + scale * torch.randn(sz.classes, sz.dim, generator=g)
-
-        def draw(c: torch.Tensor, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            z, y = _clusters(c, n, g)
-            return {"features": z}, y
-    else:
-        shapes = _layer_shapes(sz.dim)
-        centres = {k: 0.5 + scale * torch.randn(sz.classes, *s, generator=g) for k, s in shapes.items()}
-        new_centres = {k: 0.5 + scale * torch.randn(sz.classes, *s, generator=g) for k, s in shapes.items()}
-
-        def draw(c: dict[str, torch.Tensor], n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            y = torch.randint(0, sz.classes, (n,), generator=g)
-            out = {}
-            for k in LAYER_NAMES:
-                # same labels for every layer: draw each layer's noise around its class template
-                m = torch.empty((n, *c[k].shape[1:]))
-                for i in range(0, n, 4096):
-                    yi = y[i:i + 4096]
-                    m[i:i + 4096] = torch.randn((yi.shape[0], *c[k].shape[1:]), generator=g).add_(c[k][yi]).clamp_min_(0)
-                out[k] = m
-            out["features"] = out["layer4"].mean((2, 3))
-            return out, y
+    def draw(c: dict[str, torch.Tensor], n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        y = torch.randint(0, sz.classes, (n,), generator=g)
+        out = {k: _clusters(c[k], y, g) for k in shapes}
+        if kind == "layers":
+            out["features"] = out["layer4"].mean((2, 3))  # the penultimate = pooled last map, as in a ResNet
+        return out, y
 
     train, labels = draw(centres, n_fit)
     means = torch.zeros(sz.classes, sz.dim).index_add_(0, labels, train["features"])
