@@ -35,7 +35,6 @@ after ``load`` call ``attach_model(model)``.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..errors import OODLensError
 from ._gaussian import class_means, sq_dist_to_means, tied_covariance, whitener
