@@ -39,8 +39,11 @@ def as_float(x: Any, name: str = "input") -> torch.Tensor:
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Raise if ``t`` holds NaN or infinity, saying how many and where the first one is."""
     if t.is_floating_point() and t.numel():
-        bad = ~torch.isfinite(t)
-        if bool(bad.any()):
+        rows = max(1, (1 << 22) // max(1, t[0].numel())) if t.ndim else 1  # ~4M elements per block: bounded memory
+        blocks = [t] if t.ndim == 0 else (t[i:i + rows] for i in range(0, t.shape[0], rows))
+        # min and max are NaN if any value is NaN and ±inf if any is infinite: one pass, no mask allocated
+        if not all(bool(torch.isfinite(v).all()) for b in blocks for v in torch.aminmax(b)):
+            bad = ~torch.isfinite(t)
             count = int(bad.sum())
             first = tuple(int(i) for i in bad.nonzero()[0])
             raise OODLensError(f"{name} has {count} non-finite value(s) (NaN or inf), first at index {first}")
