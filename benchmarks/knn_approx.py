@@ -1,27 +1,29 @@
-"""KNN detector: exact torch search vs the raw inner-product pass, and the IVF approximate search vs exact.
+"""KNN detector: exact torch search vs the raw inner-product pass, and the ``"pca"`` approximate search vs exact.
 
 Prints, as the median of ``--runs`` runs (each on freshly generated data with its own seed):
 
-* raw   — one pass of test × train inner products in the same blocks as the exact search, without any top-k
-          (the floor any exact brute-force search pays);
+* raw   — one pass of test × train inner products in the same blocks as the exact search, into one reused
+          buffer, without any top-k (the floor any exact brute-force search pays);
 * exact — ``KNN(search="exact")``: fit, then score (``--backend torch`` by default; ``faiss`` where installed);
-* ivf   — ``KNN(search="ivf")``: fit (k-means + calibration), then score (``--nprobe`` for a fixed nprobe);
-* speed-ups (score only, and fit + score), and recall@k of the IVF neighbours against the exact ones
-  (the fraction of the IVF's k neighbours at least as similar as the exact k-th), for ID and OOD queries.
+* pca   — ``KNN(search="pca")``: fit (projection + calibration of d' and candidates), then score
+          (``--dim`` / ``--candidates`` fix them);
+* speed-ups (score only, and fit + score), and recall@k of the approximate neighbours against the exact ones
+  (the fraction of the approximate k neighbours at least as similar as the exact k-th), for ID and OOD queries,
+  and the machine load (``os.getloadavg``) before each run: the timings are only comparable at equal load.
 
-Data: synthetic penultimate-like features (default fit 50 000 × 512, score 40 000: half ID, half OOD). Each
-class is a mean plus a shared low-rank within-class variation (decaying spectrum) plus isotropic noise, passed
-through a ReLU; OOD rows come from classes unseen at fit drawn from the same generator (near-OOD). Nearest-
-neighbour structure matters for IVF recall: on structureless isotropic Gaussian data no cell-based index
-reaches high recall cheaply, and on real features it behaves like here.
+Data: synthetic penultimate-like features (default fit 50 000 × 512 from 100 classes, score 40 000: half ID,
+half OOD). Each class is a mean plus a shared low-rank within-class variation (decaying spectrum) plus isotropic
+noise, passed through a ReLU; OOD rows come from classes unseen at fit drawn from the same generator.
 
-    python benchmarks/knn_approx.py [--n-train 50000] [--n-test 40000] [--dim 512] [--k 50] [--runs 3]
-                                    [--ood-fraction 0.5] [--nprobe N] [--backend torch|faiss] [--device cpu|cuda]
+    python benchmarks/knn_approx.py [--n-train 50000] [--n-test 40000] [--dim 512] [--classes 100] [--k 50]
+                                    [--runs 3] [--ood-fraction 0.5] [--proj-dim D'] [--candidates M]
+                                    [--synthetic-mix 0.5] [--backend torch|faiss] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -61,11 +63,14 @@ def timed(fn, device: torch.device):
 
 
 def raw_pass(query: torch.Tensor, bank: torch.Tensor) -> float:
-    """Blocks of query rows against the whole bank, as ``exact_topk`` does, without the top-k."""
-    rows = max(1, _block(query.device) // bank.shape[0])
+    """Blocks of query rows against the whole bank into one reused buffer, as ``exact_topk`` does, no top-k."""
+    rows = min(query.shape[0], max(1, _block(query.device) // bank.shape[0]))
+    buf = query.new_empty(rows, bank.shape[0])
     acc = query.new_zeros(())
     for i in range(0, query.shape[0], rows):
-        acc += (query[i:i + rows] @ bank.T)[:, 0].sum()  # keep the product live
+        s = buf[: min(rows, query.shape[0] - i)]
+        torch.matmul(query[i:i + rows], bank.T, out=s)
+        acc += s[:, 0].sum()  # keep the product live
     return float(acc)
 
 
@@ -80,29 +85,33 @@ def one_run(args, seed: int, device: torch.device) -> dict[str, float]:
                                              args.ood_fraction)
     test = {"features": torch.cat([test_id, test_ood])}
     n_id = test_id.shape[0]
+    load = os.getloadavg()[0]
     exact = KNN(k=args.k, search="exact", backend=args.backend)
-    ivf = KNN(k=args.k, search="ivf", backend=args.backend, seed=seed, nprobe=args.nprobe)
+    approx = KNN(k=args.k, search="pca", backend=args.backend, seed=seed, dim=args.proj_dim,
+                 candidates=args.candidates, synthetic_mix=args.synthetic_mix)
     q = F.normalize(test["features"], dim=1)
     bank = F.normalize(train, dim=1)
     t_raw, _ = timed(lambda: raw_pass(q, bank), device)
     t_exact_fit, _ = timed(lambda: exact.fit({"features": train}), device)
     t_exact_score, s_exact = timed(lambda: exact.score(test), device)
-    t_ivf_fit, _ = timed(lambda: ivf.fit({"features": train}), device)
-    t_ivf_score, s_ivf = timed(lambda: ivf.score(test), device)
+    t_pca_fit, _ = timed(lambda: approx.fit({"features": train}), device)
+    t_pca_score, s_pca = timed(lambda: approx.score(test), device)
     sims_exact, _ = exact.neighbours(test)
-    sims_ivf, _ = ivf.neighbours(test)
-    r = recall(sims_ivf, sims_exact)
+    sims_pca, _ = approx.neighbours(test)
+    r = recall(sims_pca, sims_exact)
+    cal = approx.calibration_recall_ or {"id": float("nan"), "synthetic": float("nan")}
     return {
-        "raw": t_raw, "exact_fit": t_exact_fit, "exact_score": t_exact_score,
-        "ivf_fit": t_ivf_fit, "ivf_score": t_ivf_score,
+        "load": load, "raw": t_raw, "exact_fit": t_exact_fit, "exact_score": t_exact_score,
+        "pca_fit": t_pca_fit, "pca_score": t_pca_score,
         "exact_over_raw": t_exact_score / t_raw,
-        "speedup_score": t_exact_score / t_ivf_score,
-        "speedup_total": (t_exact_fit + t_exact_score) / (t_ivf_fit + t_ivf_score),
+        "speedup_score": t_exact_score / t_pca_score,
+        "speedup_total": (t_exact_fit + t_exact_score) / (t_pca_fit + t_pca_score),
         "recall": float(r.mean()), "recall_id": float(r[:n_id].mean()),
         "recall_ood": float(r[n_id:].mean()) if r.numel() > n_id else float("nan"),
-        "max_score_gap": float((s_ivf - s_exact).abs().max()),
-        "nlist": ivf.centroids_.shape[0], "nprobe": ivf.nprobe_, "margin": ivf.margin_,
-        "calibration_recall": ivf.calibration_recall_,
+        "max_score_gap": float((s_pca - s_exact).abs().max()),
+        "proj_dim": approx.dim_ if approx.dim_ is not None else args.dim,
+        "candidates": approx.candidates_ if approx.candidates_ is not None else float("nan"),
+        "cal_recall_id": cal["id"], "cal_recall_syn": cal["synthetic"],
     }
 
 
@@ -111,10 +120,13 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--n-test", type=int, default=40_000)
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--classes", type=int, default=100)
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--nprobe", type=int, default=None, help="fixed nprobe (default: adaptive margin)")
+    p.add_argument("--proj-dim", type=int, default=None, help="fixed projected dimension d' (default: calibrated)")
+    p.add_argument("--candidates", type=float, default=None, help="fixed candidates per query, in multiples of k")
+    p.add_argument("--synthetic-mix", type=float, default=0.5, help="off-manifold share of the synthetic "
+                   "calibration queries")
     p.add_argument("--ood-fraction", type=float, default=0.5, help="share of OOD rows among the scored ones")
     p.add_argument("--backend", default="torch", choices=["torch", "faiss", "auto"])
     p.add_argument("--device", default="cpu")
@@ -130,11 +142,13 @@ def main() -> None:
     print(f"median raw inner-product pass  {med['raw']:.3f} s")
     print(f"median exact: fit {med['exact_fit']:.3f} s, score {med['exact_score']:.3f} s "
           f"({med['exact_over_raw']:.2f}x the raw pass)")
-    print(f"median ivf:   fit {med['ivf_fit']:.3f} s, score {med['ivf_score']:.3f} s "
-          f"(nlist {med['nlist']:.0f}, " + (f"nprobe {args.nprobe})" if args.nprobe else f"margin {med['margin']:.4f})"))
-    print(f"median speed-up ivf vs exact: score {med['speedup_score']:.2f}x, fit+score {med['speedup_total']:.2f}x")
+    print(f"median pca:   fit {med['pca_fit']:.3f} s, score {med['pca_score']:.3f} s "
+          f"(d' {med['proj_dim']:.0f}, candidates {med['candidates']:g}·k; calibration recall ID "
+          f"{med['cal_recall_id']:.4f}, synthetic {med['cal_recall_syn']:.4f})")
+    print(f"median speed-up pca vs exact: score {med['speedup_score']:.2f}x, fit+score {med['speedup_total']:.2f}x")
     print(f"median recall@{args.k}: {med['recall']:.4f} (ID {med['recall_id']:.4f}, OOD {med['recall_ood']:.4f}); "
-          f"max |score_ivf - score_exact| {med['max_score_gap']:.2e}")
+          f"max |score_pca - score_exact| {med['max_score_gap']:.2e}; load average {med['load']:.2f} "
+          f"on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

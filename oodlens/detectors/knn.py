@@ -15,31 +15,37 @@ random subset of ⌊αN⌋ training features (without replacement, as the refere
 
 Search (``search``):
 
-* ``"exact"`` (default) — brute force on unit vectors, where ‖a − b‖² = 2 − 2 a·b. The torch path streams blocks of
-  test rows against the training bank (one matrix product and one ``topk`` per block; when the bank is too large
-  for one block it is cut into column blocks and the running top-k merged), so memory is bounded by the block size
-  and no N_test × N_train matrix exists. The k-th neighbour's distance is then recomputed directly as ‖ẑ − ẑ_(k)‖
-  (no cancellation in 2 − 2cos for close neighbours). Products are float32 (TF32 is not enabled by us); bf16 was
-  considered and rejected: its 8-bit mantissa mis-orders neighbours at cos ≈ 0.99, breaking exactness.
-* ``"ivf"`` — an inverted-file index: spherical k-means (seeded; at most 256 points per centroid, 20 iterations)
-  cuts the bank into ``nlist`` cells (default ⌈2√N⌉). With ``nprobe`` set, a query scans its ``nprobe`` most
-  similar cells (classic IVF). With ``nprobe=None`` (default) probing is adaptive: a query scans every cell whose
-  centroid similarity is within a margin δ of its best centroid's, and δ is calibrated at fit on up to 1000 seeded
-  training rows used as queries (themselves excluded) as the smallest margin whose recall@k against the exact
-  search reaches ``target_recall`` (default 0.99). Why adaptive: a fixed nprobe calibrated on ID queries loses
-  most neighbours of OOD queries, whose centroid similarities are flat; a margin scans more cells exactly for
-  those (measured: the gap between a query's best cell and the cells of its true neighbours is distributed
-  alike for ID and near-OOD queries). Limitation, measured and not hidden: the calibration only sees ID queries,
-  so recall on OOD queries is not guaranteed (0.99+ on near-OOD 512-d synthetic features, 0.6-0.7 on
-  isotropic far-OOD points in 16-d in the tests), and on near-OOD data the margin scans a large share of the
-  bank, so the speed-up shrinks. Use ``search="exact"`` when exact scores matter. Rows whose probed cells hold
-  fewer than k vectors fall back to the exact search. See ``benchmarks/knn_approx.py`` for speed and recall.
+* ``"exact"`` (default) — brute force on unit vectors, where ‖a − b‖² = 2 − 2 a·b. Blocks of test rows are
+  multiplied against the whole bank into one reused buffer (no fresh allocation per block), and each block's top-k
+  is selected in two steps that give exactly ``topk``'s values: the maximum of every group of 32 consecutive bank
+  columns, the k best groups, then the top-k of those k·32 columns (the k largest group maxima are k distinct
+  elements ≥ every element outside those groups). When one query row against the whole bank would not fit in a
+  block, the bank is cut into column blocks and the running top-k merged. No N_test × N_train matrix exists. The
+  k-th neighbour's distance is then recomputed directly as ‖ẑ − ẑ_(k)‖ (no cancellation in 2 − 2cos). Products
+  are float32 (bf16/fp16/int8 were measured and rejected: no faster on CPUs without AMX/VNNI, and bf16's 8-bit
+  mantissa mis-orders neighbours at cos ≈ 0.99).
+* ``"pca"`` — approximate: candidates from a low-dimensional projection, then an exact re-rank. At fit, the
+  eigenvectors of the *uncentred* second moment of the unit bank (float64; the mean direction is kept) give a
+  projection P (D × d'). A query's inner products with the whole bank are approximated in d' dimensions,
+  ``candidates`` = ⌈m·k⌉ best bank rows are kept (same two-step selection), their full vectors are gathered and
+  their exact inner products taken, and the best k of those are the neighbours. Whenever the true k-th neighbour
+  is among the candidates the score is *exact*; otherwise the reported k-th neighbour is a farther one.
+  ``dim`` (d') and ``candidates`` (m, a multiple of k) are calibrated at fit unless given: on seeded calibration
+  queries (500 training rows, each excluding itself, and 500 synthetic off-manifold queries
+  normalize((1 − λ)·ẑ_i + λ·s) where s takes every coordinate from an independently drawn training row — the
+  product of the training marginals — and λ = ``synthetic_mix``, default 0.5), recall@k of every (d', m) on a grid
+  (d' ∈ {16 … 384} < D, m ∈ {1.5 … 8}) is read off one exact search; the cheapest pair under a CPU cost model
+  (one gathered candidate ≈ 64·D streamed bank numbers; measured 30–200 on a shared CPU) whose recall reaches ``target_recall``
+  (default 0.99) on *both* query sets wins; if none beats the exact search's cost, the exact search is used.
+  Recall is *calibrated, not guaranteed*: OOD data farther from the training manifold than the synthetic queries
+  loses neighbours (measured in ``benchmarks/knn_approx.py``: recall 1.0 on ID and 0.93–0.97 on unseen-class
+  synthetic OOD at the calibrated setting; raise ``synthetic_mix`` towards 1, or ``target_recall``, to buy OOD
+  recall with speed). Deterministic: the calibration draws from ``seed``.
 
-``backend="auto"`` uses faiss (``pip install faiss-cpu``; ``IndexFlatIP`` / ``IndexIVFFlat`` on our centroids) when
-it is installed and the features are on the CPU, and the torch code otherwise; ``"torch"`` / ``"faiss"`` force one
-(adaptive IVF probing always runs in torch: faiss has no margin rule).
-Both search the same fitted state (``bank_``, and for IVF ``centroids_``/``list_offsets_``), so save/load and
-results do not depend on the backend.
+``backend="auto"`` uses faiss (``pip install faiss-cpu``; ``IndexFlatIP``) for the exact search when it is
+installed and the features are on the CPU, and the torch code otherwise; ``"torch"`` / ``"faiss"`` force one. The
+``"pca"`` search always runs in torch. Both search the same fitted state (``bank_``, and for ``"pca"``
+``projection_``), so save/load and results do not depend on the backend.
 """
 
 from __future__ import annotations
@@ -53,15 +59,41 @@ from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector
 
-_BLOCK_CPU = 1 << 24  # similarity numbers one block may hold (64 MiB in float32)
+_BLOCK_CPU = 1 << 24  # numbers one similarity block may hold (64 MiB in float32)
 _BLOCK_CUDA = 1 << 28
-_KMEANS_ITERS = 20
-_KMEANS_MAX_PER_CENTROID = 256  # as faiss's ClusteringParameters.max_points_per_centroid
-_CALIBRATION_QUERIES = 1000
+_GROUP = 32  # bank columns per group in the two-step top-k
+_RERANK_BLOCK = 1 << 23  # gathered numbers per re-rank step (fewer, larger ops: faster on a busy CPU)
+_CALIBRATION_QUERIES = 500  # per query set (ID, synthetic)
+_CALIBRATION_DIMS = (16, 32, 48, 64, 96, 128, 192, 256, 384)
+_CALIBRATION_MULTS = (1.5, 2, 3, 4, 6, 8)
+_GATHER_COST = 64  # one gathered + re-ranked candidate ≈ 64·D streamed bank numbers (CPU; measured 30-200)
+_SELECT_COST = 20  # the group-max selection costs about 20 streamed numbers per bank row
 
 
 def _block(device: torch.device) -> int:
     return _BLOCK_CUDA if device.type == "cuda" else _BLOCK_CPU
+
+
+def select_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s.topk(k, dim=1)`` for a contiguous (n, m) block, through group maxima: the maxima of groups of g
+    consecutive columns (g = 32, fewer when k is large), the k best groups, then the top-k of their k·g columns
+    and the < g tail columns. The k largest group maxima are k distinct elements ≥ every element outside those
+    groups, so the values are ``topk``'s (indices may differ only among exactly tied values)."""
+    n, m = s.shape
+    g = min(_GROUP, m // (4 * k))
+    if g < 4 or n == 0:
+        return s.topk(k, dim=1)
+    full = m // g
+    grouped = s[:, :full * g].view(n, full, g)
+    groups = grouped.amax(2).topk(k, dim=1, sorted=False).indices  # (n, k)
+    vals = grouped.gather(1, groups[:, :, None].expand(n, k, g)).view(n, k * g)
+    if full * g < m:
+        vals = torch.cat([vals, s[:, full * g:]], dim=1)
+    v, pos = vals.topk(k, dim=1)
+    in_group = pos < k * g
+    col = torch.where(in_group, groups.gather(1, (pos // g).clamp_max(k - 1)) * g + pos % g,
+                      pos - k * g + full * g)
+    return v, col
 
 
 def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int,
@@ -75,10 +107,13 @@ def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int,
     block = block or _block(query.device)
     vals = torch.empty(n, k, dtype=query.dtype, device=query.device)
     idx = torch.empty(n, k, dtype=torch.long, device=query.device)
-    if m <= block:  # whole bank per block of query rows: one product + one topk
-        rows = max(1, block // m)
+    if m <= block:  # whole bank per block of query rows: one product into a reused buffer + one selection
+        rows = min(n, max(1, block // m))
+        buf = query.new_empty(rows, m)
         for i in range(0, n, rows):
-            vals[i:i + rows], idx[i:i + rows] = (query[i:i + rows] @ bank.T).topk(k, dim=1)
+            s = buf[: min(rows, n - i)]
+            torch.matmul(query[i:i + rows], bank.T, out=s)
+            vals[i:i + rows], idx[i:i + rows] = select_topk(s, k)
         return vals, idx
     cols = max(k, block // 1024)
     rows = max(1, block // (cols + k))
@@ -97,124 +132,118 @@ def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int,
     return vals, idx
 
 
-def spherical_kmeans(x: torch.Tensor, n_clusters: int, seed: int, n_iter: int = _KMEANS_ITERS) -> torch.Tensor:
-    """Unit-norm centroids (n_clusters, D) of unit vectors ``x`` by seeded spherical k-means (cosine assignment);
-    trained on at most 256 points per centroid. An empty cluster keeps its previous centroid."""
-    g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    sample = x[torch.randperm(n, generator=g)[: min(n, _KMEANS_MAX_PER_CENTROID * n_clusters)].to(x.device)]
-    cent = sample[torch.randperm(sample.shape[0], generator=g)[:n_clusters].to(x.device)].clone()
-    for _ in range(n_iter):
-        assign = assign_cells(sample, cent)
-        sums = torch.zeros_like(cent).index_add_(0, assign, sample)
-        filled = torch.bincount(assign, minlength=n_clusters) > 0
-        cent = torch.where(filled[:, None], F.normalize(sums, dim=1), cent)
-    return cent
-
-
-def assign_cells(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Index of the most similar centroid for every row, in blocks."""
-    rows = max(1, _block(x.device) // centroids.shape[0])
-    return torch.cat([(x[i:i + rows] @ centroids.T).argmax(1) for i in range(0, x.shape[0], rows)])
-
-
-def ivf_topk(query: torch.Tensor, bank: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor, k: int,
-             nprobe: int, margin: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Approximate top-k inner products over an inverted file. ``bank`` is sorted by cell; cell c holds rows
-    ``offsets[c]:offsets[c+1]``. Each query scans its ``nprobe`` most similar cells, or, with ``margin``, every
-    cell whose centroid similarity is within ``margin`` of its best one. Missing candidates are −inf / −1.
-
-    Work is grouped by cell (one product and one top-k per probed cell, over all the queries probing it), then
-    each query's per-cell candidates are merged with one top-k; (query, cell) pairs are processed in groups of
-    at most ``block / k`` so memory stays bounded whatever the number of probes."""
-    n, nlist = query.shape[0], centroids.shape[0]
-    block = _block(query.device)
-    vals = torch.full((n, k), -math.inf, dtype=query.dtype, device=query.device)
-    idx = torch.full((n, k), -1, dtype=torch.long, device=query.device)
-    for i in range(0, n, max(1, block // nlist)):
-        q = query[i:i + max(1, block // nlist)]
-        cs = q @ centroids.T
-        if margin is None:
-            cell = cs.topk(min(nprobe, nlist), dim=1).indices.flatten()
-            qi = torch.arange(q.shape[0], device=q.device).repeat_interleave(min(nprobe, nlist))
-        else:
-            qi, cell = (cs >= cs.amax(1, keepdim=True) - margin).nonzero(as_tuple=True)  # query-major
-        ends = torch.bincount(qi, minlength=q.shape[0]).cumsum(0)
-        # cut the queries into groups holding at most block // k probed pairs (and at least one query)
-        start, max_pairs = 0, max(1, block // k)
-        while start < q.shape[0]:
-            first = int(ends[start - 1]) if start else 0
-            stop = max(start + 1, int(torch.searchsorted(ends, first + max_pairs, right=True)))
-            last = int(ends[stop - 1])
-            v, j = _scan_cells(q, qi[first:last], cell[first:last], bank, offsets, k)
-            rows = qi[first:last] - start
-            rank = torch.arange(last - first, device=q.device) - (ends[start:stop] - ends[start:stop].new_tensor(first)
-                                                                  - torch.bincount(rows, minlength=stop - start))[rows]
-            width = int(rank.max()) + 1 if rank.numel() else 1
-            buf_v = torch.full((stop - start, width, k), -math.inf, dtype=q.dtype, device=q.device)
-            buf_i = torch.full((stop - start, width, k), -1, dtype=torch.long, device=q.device)
-            buf_v[rows, rank], buf_i[rows, rank] = v, j
-            best, pos = buf_v.view(stop - start, width * k).topk(k, dim=1)
-            vals[i + start:i + stop] = best
-            idx[i + start:i + stop] = buf_i.view(stop - start, width * k).gather(1, pos)
-            start = stop
+def projected_topk(query: torch.Tensor, bank: torch.Tensor, bank_proj: torch.Tensor, projection: torch.Tensor,
+                   k: int, candidates: int, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-k inner products: the ``candidates`` best bank rows by projected inner product
+    (``query @ projection`` against ``bank_proj``), re-ranked by their exact inner products. (N, k) each, sorted.
+    Products and gathers write into buffers reused across blocks (fresh large CPU allocations page-fault)."""
+    n, m, d = query.shape[0], bank.shape[0], bank.shape[1]
+    candidates = min(max(candidates, k), m)
+    block = block or _block(query.device)
+    vals = torch.empty(n, k, dtype=query.dtype, device=query.device)
+    idx = torch.empty(n, k, dtype=torch.long, device=query.device)
+    qp = query @ projection
+    rows = min(n, max(1, block // m))
+    sub = min(rows, max(1, _RERANK_BLOCK // (candidates * d)))  # rows per re-rank (cache-sized)
+    buf = query.new_empty(rows, m)
+    vec_buf = query.new_empty(sub * candidates, d)
+    for i in range(0, n, rows):
+        s = buf[: min(rows, n - i)]
+        torch.matmul(qp[i:i + rows], bank_proj.T, out=s)
+        _, cand = select_topk(s, candidates)
+        for j in range(0, s.shape[0], sub):
+            c = cand[j:j + sub]
+            r = c.shape[0]
+            vecs = torch.index_select(bank, 0, c.flatten(), out=vec_buf[: r * candidates]).view(r, candidates, d)
+            exact = torch.bmm(vecs, query[i + j:i + j + r, :, None]).squeeze(2)
+            v, pos = exact.topk(k, dim=1)
+            vals[i + j:i + j + r], idx[i + j:i + j + r] = v, c.gather(1, pos)
     return vals, idx
 
 
-def _scan_cells(q: torch.Tensor, qi: torch.Tensor, cell: torch.Tensor, bank: torch.Tensor, offsets: torch.Tensor,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every (query ``qi``, cell ``cell``) pair: the k best similarities inside that cell and their bank
-    indices, (P, k), padded with −inf / −1 when the cell holds fewer than k vectors."""
-    order = torch.argsort(cell, stable=True)
-    q_sorted = q[qi[order]]
-    counts = torch.bincount(cell, minlength=offsets.shape[0] - 1).tolist()
-    starts = offsets[:-1].tolist()
-    sizes = (offsets[1:] - offsets[:-1]).tolist()
-    part_v, part_i = [], []
-    pos = 0
-    for c, cnt in enumerate(counts):  # one product per probed cell (faiss scans its lists the same way)
-        if cnt == 0:
-            continue
-        qs = q_sorted[pos:pos + cnt]
-        pos += cnt
-        kk = min(k, sizes[c])
-        if kk == 0:
-            part_v.append(qs.new_full((cnt, k), -math.inf))
-            part_i.append(torch.full((cnt, k), -1, dtype=torch.long, device=q.device))
-            continue
-        v, j = (qs @ bank[starts[c]:starts[c] + sizes[c]].T).topk(kk, dim=1)
-        part_v.append(F.pad(v, (0, k - kk), value=-math.inf))
-        part_i.append(F.pad(j + starts[c], (0, k - kk), value=-1))
-    out_v = torch.empty(cell.shape[0], k, dtype=q.dtype, device=q.device)
-    out_i = torch.empty(cell.shape[0], k, dtype=torch.long, device=q.device)
-    if part_v:
-        out_v[order] = torch.cat(part_v)
-        out_i[order] = torch.cat(part_i)
-    return out_v, out_i
+def second_moment_basis(bank: torch.Tensor) -> torch.Tensor:
+    """Eigenvectors (D × D, columns by decreasing eigenvalue) of the uncentred second moment of the bank rows,
+    accumulated in float64 in row blocks; each column's sign is fixed (largest-magnitude entry positive)."""
+    d = bank.shape[1]
+    acc = torch.zeros(d, d, dtype=torch.float64, device=bank.device)
+    rows = max(1, _block(bank.device) // (4 * d))
+    for i in range(0, bank.shape[0], rows):
+        x = bank[i:i + rows].double()
+        acc += x.T @ x
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a D × D eigh gains nothing from threads and crawls on a busy CPU (0.05 s vs 4 s)
+    try:
+        _, vecs = torch.linalg.eigh(acc)
+    finally:
+        torch.set_num_threads(threads)
+    vecs = vecs.flip(1)
+    sign = vecs.gather(0, vecs.abs().argmax(0, keepdim=True)).sign()
+    return (vecs * sign).float().contiguous()
 
 
-def calibrate_margin(bank: torch.Tensor, centroids: torch.Tensor, cells: torch.Tensor, k: int, target: float,
-                     seed: int) -> tuple[float, float]:
-    """Smallest centroid-similarity margin whose recall@k on held-in training queries (each excluding itself)
-    reaches ``target``, and that recall. A true neighbour is found exactly when the similarity of the query to
-    its cell's centroid is within the margin of the query's best centroid, so the margin is a quantile of those
-    gaps, read off one exact search."""
-    m = bank.shape[0]
-    k_eff = min(k, m - 1)
-    if k_eff < 1:
-        return math.inf, 1.0
+def calibration_queries(bank: torch.Tensor, k: int, synthetic_mix: float, seed: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded calibration queries and their exact neighbours: (queries (Q, D), true top-k indices (Q, k),
+    boolean (Q,) marking the synthetic off-manifold ones). ID queries are bank rows, themselves excluded."""
+    m, d = bank.shape
     g = torch.Generator().manual_seed(seed + 1)
-    who = torch.randperm(m, generator=g)[: min(m, _CALIBRATION_QUERIES)].to(bank.device)
-    _, nn = exact_topk(bank[who], bank, k_eff + 1)
-    is_self = nn == who[:, None]
+    n_q = min(m, _CALIBRATION_QUERIES)
+    who = torch.randperm(m, generator=g)[:n_q].to(bank.device)
+    base = bank[torch.randperm(m, generator=g)[:n_q].to(bank.device)]
+    rows = torch.randint(0, m, (n_q, d), generator=g).to(bank.device)
+    marginal = F.normalize(bank.gather(0, rows), dim=1)  # every coordinate from its own training row
+    synthetic = F.normalize((1 - synthetic_mix) * base + synthetic_mix * marginal, dim=1)
+    _, nn_id = exact_topk(bank[who], bank, k + 1)
+    is_self = nn_id == who[:, None]
     keep = ~is_self
     keep[:, -1] &= is_self.any(1)  # no self among the k+1: drop the last instead
-    nn = nn[keep].view(who.shape[0], k_eff)
-    cs = bank[who] @ centroids.T
-    gaps = (cs.amax(1, keepdim=True) - cs.gather(1, cells[nn])).flatten().sort().values
-    j = min(gaps.numel() - 1, max(0, math.ceil(target * gaps.numel()) - 1))
-    margin = float(gaps[j]) + 1e-6
-    return margin, float((gaps <= margin).to(torch.float64).mean())
+    nn_id = nn_id[keep].view(n_q, k)
+    _, nn_syn = exact_topk(synthetic, bank, k)
+    queries = torch.cat([bank[who], synthetic])
+    flag = torch.arange(2 * n_q, device=bank.device) >= n_q
+    return queries, torch.cat([nn_id, nn_syn]), flag
+
+
+def calibrate_projection(bank: torch.Tensor, basis: torch.Tensor, k: int, target: float, synthetic_mix: float,
+                         seed: int, dim: int | None = None, mult: float | None = None
+                         ) -> tuple[int | None, float | None, float, float]:
+    """Cheapest (d', m) on the calibration grid (or the given one where fixed) whose recall@k reaches
+    ``target`` on both the ID and the synthetic calibration queries, as (d', m, recall_id, recall_synthetic);
+    d' = None when the exact search is cheaper than every passing pair. A true neighbour is found exactly when
+    its projected inner product is at least the ⌈m·k⌉-th largest one of its query (self included for ID)."""
+    m_bank, d_full = bank.shape
+    queries, nn, synthetic = calibration_queries(bank, k, synthetic_mix, seed)
+    dims = [dim] if dim is not None else [x for x in _CALIBRATION_DIMS if x < d_full]
+    mults = [mult] if mult is not None else list(_CALIBRATION_MULTS)
+    exact_cost = m_bank * (d_full + _SELECT_COST)
+    best: tuple[float, int | None, float | None, float, float] = (exact_cost, None, None, 1.0, 1.0)
+    for d in dims:
+        if dim is None and m_bank * (d + _SELECT_COST) >= best[0]:
+            break
+        p = basis[:, :d]
+        bp = bank @ p
+        widths = [min(m_bank, max(k, math.ceil(x * k))) for x in mults]
+        kth, at_nn = [], []
+        rows = min(queries.shape[0], max(1, _block(bank.device) // m_bank))
+        buf = bank.new_empty(rows, m_bank)
+        qp = queries @ p
+        for i in range(0, queries.shape[0], rows):
+            s = buf[: min(rows, queries.shape[0] - i)]
+            torch.matmul(qp[i:i + rows], bp.T, out=s)
+            top = select_topk(s, max(widths))[0]
+            kth.append(top[:, [w - 1 for w in widths]])
+            at_nn.append(s.gather(1, nn[i:i + rows]))
+        kth, at_nn = torch.cat(kth), torch.cat(at_nn)
+        for j, x in enumerate(mults):
+            found = (at_nn >= kth[:, j:j + 1]).double().mean(1)
+            r_id, r_syn = float(found[~synthetic].mean()), float(found[synthetic].mean())
+            cost = m_bank * (d + _SELECT_COST) + _GATHER_COST * d_full * widths[j]
+            if dim is not None and mult is not None:  # both fixed: no choice to make
+                return d, x, r_id, r_syn
+            if min(r_id, r_syn) >= target and cost < best[0]:
+                best = (cost, d, x, r_id, r_syn)
+                break  # larger m at this d' only costs more
+    return best[1], best[2], best[3], best[4]
 
 
 def _faiss():
@@ -238,15 +267,16 @@ class KNN(Detector):
     param_grid = {"k": [1, 5, 10, 20, 50, 100, 200, 500, 1000]}
     score_only_params = frozenset({"k"})
 
-    def __init__(self, k: int = 50, sample_ratio: float = 1.0, search: str = "exact", nlist: int | None = None,
-                 nprobe: int | None = None, target_recall: float = 0.99, backend: str = "auto", seed: int = 0,
-                 features: str = "features"):
+    def __init__(self, k: int = 50, sample_ratio: float = 1.0, search: str = "exact", dim: int | None = None,
+                 candidates: float | None = None, target_recall: float = 0.99, synthetic_mix: float = 0.5,
+                 backend: str = "auto", seed: int = 0, features: str = "features"):
         self.k = k
         self.sample_ratio = sample_ratio
         self.search = search
-        self.nlist = nlist
-        self.nprobe = nprobe
+        self.dim = dim
+        self.candidates = candidates
         self.target_recall = target_recall
+        self.synthetic_mix = synthetic_mix
         self.backend = backend
         self.seed = seed
         self.features = features
@@ -260,16 +290,21 @@ class KNN(Detector):
             raise OODLensError(f"KNN k must be a positive integer, got {self.k!r}")
         if not 0 < self.sample_ratio <= 1:
             raise OODLensError(f"KNN sample_ratio must be in (0, 1], got {self.sample_ratio!r}")
-        if self.search not in ("exact", "ivf"):
-            raise OODLensError(f"KNN search must be 'exact' or 'ivf', got {self.search!r}")
+        if self.search not in ("exact", "pca"):
+            raise OODLensError(f"KNN search must be 'exact' or 'pca', got {self.search!r}")
         if self.backend not in ("auto", "torch", "faiss"):
             raise OODLensError(f"KNN backend must be 'auto', 'torch' or 'faiss', got {self.backend!r}")
-        for name in ("nlist", "nprobe"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise OODLensError(f"KNN {name} must be a positive integer or None, got {v!r}")
+        if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1):
+            raise OODLensError(f"KNN dim must be a positive integer or None, got {self.dim!r}")
+        if self.candidates is not None and (isinstance(self.candidates, bool)
+                                            or not isinstance(self.candidates, (int, float))
+                                            or not self.candidates >= 1):
+            raise OODLensError(f"KNN candidates must be a number ≥ 1 (a multiple of k) or None, "
+                               f"got {self.candidates!r}")
         if not 0 < self.target_recall <= 1:
             raise OODLensError(f"KNN target_recall must be in (0, 1], got {self.target_recall!r}")
+        if not 0 <= self.synthetic_mix <= 1:
+            raise OODLensError(f"KNN synthetic_mix must be in [0, 1], got {self.synthetic_mix!r}")
 
     def _fit(self, train, labels, head, model) -> None:
         self._check_params()
@@ -281,28 +316,26 @@ class KNN(Detector):
             bank = bank[torch.randperm(n, generator=g)[:keep].sort().values.to(bank.device)]
         if self.k > bank.shape[0]:
             raise OODLensError(f"KNN k={self.k} but the training bank holds only {bank.shape[0]} vectors")
-        self._index_cache = None
+        self._index_cache = self._bank_proj = None
+        for stale in ("dim_", "candidates_", "calibration_recall_", "projection_"):  # from an earlier "pca" fit
+            self.__dict__.pop(stale, None)
+        self.bank_ = bank.contiguous()
         if self.search == "exact":
-            self.bank_ = bank.contiguous()
             if self._use_faiss(bank.device):
-                self._faiss_index(False)  # built at fit, so scoring times only the search
+                self._faiss_index()  # built at fit, so scoring times only the search
             return
-        nlist = min(self.nlist or math.ceil(2 * math.sqrt(bank.shape[0])), bank.shape[0])
-        cent = spherical_kmeans(bank, nlist, self.seed)
-        cells = assign_cells(bank, cent)
-        order = torch.argsort(cells, stable=True)
-        counts = torch.bincount(cells, minlength=nlist)
-        self.bank_ = bank[order].contiguous()
-        self.centroids_ = cent
-        self.list_offsets_ = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        if self.nprobe is None:  # adaptive probing, capped at every cell
-            self.nprobe_ = nlist
-            self.margin_, self.calibration_recall_ = calibrate_margin(
-                self.bank_, cent, cells[order], self.k, self.target_recall, self.seed)
-        else:
-            self.nprobe_, self.margin_, self.calibration_recall_ = min(self.nprobe, nlist), None, None
-            if self._use_faiss(bank.device):
-                self._faiss_index(True)
+        d_full = bank.shape[1]
+        if self.dim is not None and self.dim > d_full:
+            raise OODLensError(f"KNN dim={self.dim} exceeds the feature dimension {d_full}")
+        basis = second_moment_basis(self.bank_)
+        k_cal = min(self.k, bank.shape[0] - 1)
+        dim = mult = r_id = r_syn = None
+        if k_cal >= 1:  # calibration needs k neighbours besides the query itself
+            dim, mult, r_id, r_syn = calibrate_projection(self.bank_, basis, k_cal, self.target_recall,
+                                                          self.synthetic_mix, self.seed, self.dim, self.candidates)
+        self.dim_, self.candidates_ = dim, mult  # dim_ None: the exact search is used
+        self.calibration_recall_ = None if r_id is None else {"id": r_id, "synthetic": r_syn}
+        self.projection_ = None if dim is None else basis[:, :dim].contiguous()
 
     # -- score -------------------------------------------------------------------------------------------
     def _use_faiss(self, device: torch.device) -> bool:
@@ -315,8 +348,8 @@ class KNN(Detector):
         return self.backend == "auto" and device.type == "cpu" and _faiss_available()
 
     def neighbours(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """(similarities, bank indices) of the k nearest training features, (N, k) each, best first; for the
-        IVF search a row may hold −inf / −1 where its probed cells had fewer than k vectors."""
+        """(similarities, bank indices) of the k nearest training features, (N, k) each, best first (for the
+        ``"pca"`` search: the best k among the candidates)."""
         x = self._check_features(x, "features to score")
         self._move_state(x[self.features].device)
         q = F.normalize(as_float(x[self.features]).float(), dim=1)
@@ -326,41 +359,26 @@ class KNN(Detector):
         k = self.k
         if not 1 <= k <= self.bank_.shape[0]:
             raise OODLensError(f"KNN k={k} but the training bank holds {self.bank_.shape[0]} vectors")
-        ivf = hasattr(self, "centroids_")
-        if self._use_faiss(q.device) and not (ivf and self.margin_ is not None):
-            index = self._faiss_index(ivf)
-            v, i = index.search(q.contiguous().numpy(), k)
+        if getattr(self, "dim_", None) is not None:
+            bp = getattr(self, "_bank_proj", None)
+            if bp is None or bp.device != q.device or bp.shape[1] != self.projection_.shape[1]:
+                bp = self._bank_proj = (self.bank_ @ self.projection_).contiguous()
+            width = math.ceil(self.candidates_ * k)
+            return projected_topk(q, self.bank_, bp, self.projection_, k, width)
+        if self._use_faiss(q.device):
+            v, i = self._faiss_index().search(q.contiguous().numpy(), k)
             return torch.from_numpy(v), torch.from_numpy(i).long()
-        if ivf:
-            return ivf_topk(q, self.bank_, self.centroids_, self.list_offsets_, k, self.nprobe_, self.margin_)
         return exact_topk(q, self.bank_, k)
 
-    def _faiss_index(self, ivf: bool):
-        cache = getattr(self, "_index_cache", None)
-        if cache is not None and cache[0] == ivf:
-            return cache[1]
-        faiss = _faiss()
-        d = self.bank_.shape[1]
-        if ivf:
-            quantizer = faiss.IndexFlatIP(d)
-            quantizer.add(self.centroids_.cpu().contiguous().numpy())
-            index = faiss.IndexIVFFlat(quantizer, d, self.centroids_.shape[0], faiss.METRIC_INNER_PRODUCT)
-            index.is_trained = True
-            index.add(self.bank_.cpu().numpy())
-            index.nprobe = self.nprobe_
-        else:
-            quantizer = None
-            index = faiss.IndexFlatIP(d)
-            index.add(self.bank_.cpu().numpy())
-        self._index_cache = (ivf, index, quantizer)  # the quantizer must outlive the index
+    def _faiss_index(self):
+        if getattr(self, "_index_cache", None) is not None:
+            return self._index_cache
+        index = _faiss().IndexFlatIP(self.bank_.shape[1])
+        index.add(self.bank_.cpu().numpy())
+        self._index_cache = index
         return index
 
     def _score(self, x) -> torch.Tensor:
         q = F.normalize(as_float(x[self.features]).float(), dim=1)
         _, idx = self._search(q)
-        kth = idx[:, self.k - 1]
-        missing = kth < 0
-        if bool(missing.any()):  # IVF: probed cells held fewer than k vectors -> exact search for those rows
-            kth = kth.clone()
-            kth[missing] = exact_topk(q[missing], self.bank_, self.k)[1][:, -1]
-        return torch.linalg.vector_norm(q - self.bank_[kth], dim=1)
+        return torch.linalg.vector_norm(q - self.bank_[idx[:, self.k - 1]], dim=1)
