@@ -18,11 +18,16 @@ def num_classes_of(labels: torch.Tensor) -> int:
     return int(labels.max()) + 1 if labels.numel() else 0
 
 
+#: rows per block when accumulating float64 statistics, so memory stays at the input plus one block
+_ROWS = 8192
+
+
 def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class means (C, D) in float64 and counts (C,). Classes absent from ``labels`` raise."""
     c = num_classes if num_classes is not None else num_classes_of(labels)
-    x64 = x.to(torch.float64)
-    sums = torch.zeros(c, x.shape[1], dtype=torch.float64, device=x.device).index_add_(0, labels, x64)
+    sums = torch.zeros(c, x.shape[1], dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], _ROWS):
+        sums.index_add_(0, labels[i:i + _ROWS], x[i:i + _ROWS].to(torch.float64))
     counts = torch.bincount(labels, minlength=c).to(x.device)
     empty = (counts == 0).nonzero().flatten().tolist()
     if empty:
@@ -30,18 +35,28 @@ def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int | None =
     return sums / counts[:, None].to(torch.float64), counts
 
 
+def second_moment(x: torch.Tensor, centre_of_rows) -> torch.Tensor:
+    """(1/N) Σ_i (x_i − m_i)(x_i − m_i)ᵀ in float64, block by block; ``centre_of_rows(i, j)`` gives m for rows i:j."""
+    d = x.shape[1]
+    acc = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], _ROWS):
+        block = x[i:i + _ROWS].to(torch.float64) - centre_of_rows(i, i + _ROWS)
+        acc.addmm_(block.T, block)
+    return acc / x.shape[0]
+
+
 def tied_covariance(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """Covariance of ``x - means[labels]`` (maximum likelihood, divided by N), float64 (D, D)."""
-    centred = x.to(torch.float64) - means[labels]
-    return centred.T @ centred / x.shape[0]
+    return second_moment(x, lambda i, j: means[labels[i:j]])
 
 
 def covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and ML covariance (D, D) of ``x`` in float64."""
-    x64 = x.to(torch.float64)
-    mu = x64.mean(0)
-    c = x64 - mu
-    return mu, c.T @ c / x.shape[0]
+    mu = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], _ROWS):
+        mu += x[i:i + _ROWS].to(torch.float64).sum(0)
+    mu /= x.shape[0]
+    return mu, second_moment(x, lambda i, j: mu)
 
 
 def whitener(cov: torch.Tensor, rcond: float = 1e-10) -> torch.Tensor:

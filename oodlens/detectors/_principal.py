@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import OODLensError
+from ._gaussian import second_moment
 from .base import Head
 
 
@@ -50,8 +51,8 @@ def head_origin(head: Head, d: int) -> torch.Tensor:
 def residual_basis(z: torch.Tensor, origin: torch.Tensor, dim: int) -> torch.Tensor:
     """Orthonormal basis (D, D − dim), float64, of the complement of the top-``dim`` principal subspace of
     ``z − origin`` (second moment about ``origin``, divided by N)."""
-    c = z.to(torch.float64) - origin.to(z.device)
-    moment = c.T @ c / z.shape[0]
+    origin = origin.to(z.device, torch.float64)
+    moment = second_moment(z, lambda i, j: origin)  # float64, block by block: memory stays near the input's
     _, evecs = torch.linalg.eigh(moment)  # ascending eigenvalues
     return evecs[:, : z.shape[1] - dim].contiguous()
 

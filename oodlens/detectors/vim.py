@@ -46,11 +46,14 @@ class ViM(Detector):
         self.basis_ = residual_basis(z, self.origin_, self.dim_)
         self.head_weight_ = head.weight.to(z.device, torch.float64)
         self.head_bias_ = head.bias.to(z.device, torch.float64)
-        z64 = z.to(torch.float64)
-        max_logit = torch.addmm(self.head_bias_, z64, self.head_weight_.T).amax(1).mean()
-        res = residual_norm(z64, self.origin_, self.basis_).mean()
-        size = torch.linalg.vector_norm(z64 - self.origin_, dim=1).mean()
-        if not float(res) > 1e-10 * float(size):
+        max_logit = res = size = 0.0
+        for i in range(0, z.shape[0], 8192):  # float64 means, one block of rows at a time (bounded memory)
+            z64 = z[i:i + 8192].to(torch.float64)
+            max_logit += float(torch.addmm(self.head_bias_, z64, self.head_weight_.T).amax(1).sum())
+            res += float(residual_norm(z64, self.origin_, self.basis_).sum())
+            size += float(torch.linalg.vector_norm(z64 - self.origin_, dim=1).sum())
+        max_logit, res, size = max_logit / z.shape[0], res / z.shape[0], size / z.shape[0]
+        if not res > 1e-10 * size:
             raise OODLensError(f"ViM: the training features have no component outside the top-{self.dim_} principal "
                                "subspace (mean residual norm is ~0), so the virtual logit's scale α is undefined; "
                                "lower dim")
