@@ -37,8 +37,8 @@ Search (``search``):
   product of the training marginals — and λ = ``synthetic_mix``, default 0.5), recall@k of every (d', m) on a grid
   (d' ∈ {16 … 384} < D, m ∈ {1.5 … 8}) is read off one exact search; the cheapest pair under a CPU cost model
   (one gathered candidate ≈ 64·D streamed bank numbers; measured 30–200 on a shared CPU) whose recall reaches
-  ``target_recall`` (default 0.99) on *both* query sets wins; if none beats the exact search's cost, the exact search is used
-  (``dim_`` = None). Fixing ``dim`` or ``candidates`` restricts the grid; fixing both forces that pair.
+  ``target_recall`` (default 0.99) on *both* query sets wins; if none beats the exact search's cost, the exact
+  search is used (``dim_`` = None). Fixing ``dim`` or ``candidates`` restricts the grid; fixing both forces that pair.
   Recall is *calibrated, not guaranteed*: OOD data farther from the training manifold than the synthetic queries
   loses neighbours (raise ``synthetic_mix`` towards 1, or ``target_recall``, to buy OOD recall with speed).
   Deterministic: the calibration draws from ``seed``. Measured (``benchmarks/knn_approx.py``, fit 50 000 × 512
