@@ -11,10 +11,12 @@ the spirit of OpenOOD's sweep (γ ∈ {0.01, 0.1, 0.5, 1, 2, 5, 10}, M ∈ {10, 
 values that differ on typical class counts.
 
 Numerics (same formula, computed more exactly than the reference's float32 ``p**γ * (1-p)**γ``): every term is
-``exp(γ·(log p + log(1 − p)))`` from the log-softmax, with ``log(1 − p) = log1p(−p)`` for all but the top class
-(p ≤ ½ there) and, for the top class, ``log(1 − p_max) = logsumexp_{j ≠ argmax} f_j − logsumexp_j f_j``. So a
-confident prediction whose ``1 − p_max`` is below float precision still gets its (small, non-zero) term instead
-of exactly 0, and huge logits stay finite.
+``exp(γ·(log p + log(1 − p)))`` in log space. With s = f − max f and Z = Σ exp(s): log p_j = s_j − log Z; off the
+argmax, log(1 − p_j) = log(Z − e^{s_j}) − log Z with Z − e^{s_j} ≥ 1; for the top class
+``log(1 − p_max) = log(Z − 1) − log Z`` from the sum of the non-maximal exps (a log-sum-exp of the other classes
+where that sum underflows). So a confident prediction whose ``1 − p_max`` is below float precision still gets its
+(small, non-zero) term instead of exactly 0, and huge logits stay finite. Computed in the input precision in row
+blocks of about 2¹⁸ numbers (two block-sized buffers, updated in place); with M ≥ C no sorting is needed.
 """
 
 from __future__ import annotations
@@ -29,13 +31,47 @@ from .base import Detector
 from .temp_scaled_msp import log1m_max_softmax
 
 
-def generalized_entropy(logits: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
-    """Σ over the ``m`` largest softmax probabilities of p^γ (1 − p)^γ, per row (N,)."""
-    logp = torch.log_softmax(logits, dim=1)
-    top, _ = logp.topk(min(m, logits.shape[1]), dim=1)  # descending: column 0 is the predicted class
-    # log(1 − p_max) without forming 1 − p_max (log-sum-exp of the other classes); log1p(−p) for the rest
-    log1m = torch.cat([log1m_max_softmax(logits)[:, None], torch.log1p(-top[:, 1:].exp())], dim=1)
-    return torch.exp(gamma * (top + log1m)).sum(1)
+#: rows per block: about 2^18 numbers, so the two (rows × C) buffers stay in cache
+_BLOCK = 1 << 18
+#: below this, the sum of the non-maximal exp(f_j − max f) has lost precision to underflow: use log-sum-exp
+_UNDERFLOW = 1e-30
+
+
+def _gen_block(f: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
+    """``generalized_entropy`` of one row block, with two (rows × C) buffers updated in place.
+
+    With Z = Σ_j exp(f_j − max f): log p_j = s_j − log Z (s = f − max f) and, off the argmax,
+    log(1 − p_j) = log(Z − e^{s_j}) − log Z with Z − e^{s_j} ≥ 1 (no cancellation); the common factor
+    Z^{−2γ} of every term is applied to the row sum.
+    """
+    c = f.shape[1]
+    mx, idx = f.max(1, keepdim=True)
+    shifted = f - mx                                         # log p + log Z; 0 at the argmax
+    e = shifted.exp().scatter_(1, idx, 0.0)                  # exp of the non-maximal entries
+    others = e.sum(1, keepdim=True)                          # Z − 1 = Σ_{j ≠ argmax} exp(f_j − max f)
+    log_z = torch.log1p(others)
+    # log(1 − p_max) = log(Z − 1) − log Z, exact even when 1 − p_max is below float precision
+    log1m_top = others.log() - log_z
+    low = (others[:, 0] < _UNDERFLOW).nonzero().flatten()
+    if low.numel():                                          # the non-maximal exps underflowed: log-sum-exp
+        log1m_top[low, 0] = log1m_max_softmax(f[low])
+    if m >= c:                                               # every class counts: no selection needed
+        t = torch.sub(others + 1.0, e, out=e).log_().add_(shifted)   # log(Z − e^s) + s = log p + log(1 − p) + 2 log Z
+        t.scatter_(1, idx, log1m_top + log_z)                # the argmax term: log p_max + log(1 − p_max) + 2 log Z
+        return t.mul_(gamma).exp_().sum(1).mul_(torch.exp(-2.0 * gamma * log_z[:, 0]))
+    logp = shifted.topk(m, dim=1).values.sub_(log_z)         # descending: column 0 is the predicted class
+    t = torch.log1p(-logp.exp()).add_(logp)
+    t[:, :1] = logp[:, :1] + log1m_top
+    return t.mul_(gamma).exp_().sum(1)
+
+
+def generalized_entropy(logits: torch.Tensor, gamma: float, m: int, block: int = _BLOCK) -> torch.Tensor:
+    """Σ over the ``m`` largest softmax probabilities of p^γ (1 − p)^γ, per row (N,), in row blocks."""
+    out = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
+    rows = max(1, block // max(1, logits.shape[1]))
+    for i in range(0, logits.shape[0], rows):
+        out[i:i + rows] = _gen_block(logits[i:i + rows], gamma, m)
+    return out
 
 
 class GEN(Detector):
