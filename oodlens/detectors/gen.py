@@ -31,14 +31,14 @@ from .base import Detector
 from .temp_scaled_msp import log1m_max_softmax
 
 
-#: rows per block: about 2^18 numbers, so the two (rows × C) buffers stay in cache
+#: rows per block: about 2^18 numbers, so the two (rows × C) work buffers stay in cache
 _BLOCK = 1 << 18
 #: below this, the sum of the non-maximal exp(f_j − max f) has lost precision to underflow: use log-sum-exp
 _UNDERFLOW = 1e-30
 
 
-def _gen_block(f: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
-    """``generalized_entropy`` of one row block, with two (rows × C) buffers updated in place.
+def _gen_block(f: torch.Tensor, gamma: float, m: int, s: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``generalized_entropy`` of one row block, computed in the (rows × C) work buffers ``s`` and ``e``.
 
     With Z = Σ_j exp(f_j − max f): log p_j = s_j − log Z (s = f − max f) and, off the argmax,
     log(1 − p_j) = log(Z − e^{s_j}) − log Z with Z − e^{s_j} ≥ 1 (no cancellation); the common factor
@@ -46,8 +46,8 @@ def _gen_block(f: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
     """
     c = f.shape[1]
     mx, idx = f.max(1, keepdim=True)
-    shifted = f - mx                                         # log p + log Z; 0 at the argmax
-    e = shifted.exp().scatter_(1, idx, 0.0)                  # exp of the non-maximal entries
+    torch.sub(f, mx, out=s)                                  # log p + log Z; 0 at the argmax
+    torch.exp(s, out=e).scatter_(1, idx, 0.0)                # exp of the non-maximal entries
     others = e.sum(1, keepdim=True)                          # Z − 1 = Σ_{j ≠ argmax} exp(f_j − max f)
     log_z = torch.log1p(others)
     # log(1 − p_max) = log(Z − 1) − log Z, exact even when 1 − p_max is below float precision
@@ -56,21 +56,25 @@ def _gen_block(f: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
     if low.numel():                                          # the non-maximal exps underflowed: log-sum-exp
         log1m_top[low, 0] = log1m_max_softmax(f[low])
     if m >= c:                                               # every class counts: no selection needed
-        t = torch.sub(others + 1.0, e, out=e).log_().add_(shifted)   # log(Z − e^s) + s = log p + log(1 − p) + 2 log Z
+        t = torch.sub(others + 1.0, e, out=e).log_().add_(s)  # log(Z − e^s) + s = log p + log(1 − p) + 2 log Z
         t.scatter_(1, idx, log1m_top + log_z)                # the argmax term: log p_max + log(1 − p_max) + 2 log Z
         return t.mul_(gamma).exp_().sum(1).mul_(torch.exp(-2.0 * gamma * log_z[:, 0]))
-    logp = shifted.topk(m, dim=1).values.sub_(log_z)         # descending: column 0 is the predicted class
-    t = torch.log1p(-logp.exp()).add_(logp)
+    logp = s.topk(m, dim=1).values.sub_(log_z)               # descending: column 0 is the predicted class
+    t = torch.exp(logp, out=e[:, :m]).neg_().log1p_().add_(logp)
     t[:, :1] = logp[:, :1] + log1m_top
     return t.mul_(gamma).exp_().sum(1)
 
 
 def generalized_entropy(logits: torch.Tensor, gamma: float, m: int, block: int = _BLOCK) -> torch.Tensor:
-    """Σ over the ``m`` largest softmax probabilities of p^γ (1 − p)^γ, per row (N,), in row blocks."""
-    out = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
-    rows = max(1, block // max(1, logits.shape[1]))
-    for i in range(0, logits.shape[0], rows):
-        out[i:i + rows] = _gen_block(logits[i:i + rows], gamma, m)
+    """Σ over the ``m`` largest softmax probabilities of p^γ (1 − p)^γ, per row (N,), in row blocks that reuse
+    two work buffers (fresh large allocations cost more than the arithmetic here)."""
+    n, c = logits.shape
+    out = torch.empty(n, dtype=logits.dtype, device=logits.device)
+    rows = max(1, min(n, block // max(1, c)))
+    s, e = (torch.empty(rows, c, dtype=logits.dtype, device=logits.device) for _ in range(2))
+    for i in range(0, n, rows):
+        r = min(rows, n - i)
+        out[i:i + r] = _gen_block(logits[i:i + r], gamma, m, s[:r], e[:r])
     return out
 
 
