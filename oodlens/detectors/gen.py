@@ -16,7 +16,7 @@ argmax, log(1 − p_j) = log(Z − e^{s_j}) − log Z with Z − e^{s_j} ≥ 1; 
 ``log(1 − p_max) = log(Z − 1) − log Z`` from the sum of the non-maximal exps (a log-sum-exp of the other classes
 where that sum underflows). So a confident prediction whose ``1 − p_max`` is below float precision still gets its
 (small, non-zero) term instead of exactly 0, and huge logits stay finite. Computed in the input precision in row
-blocks of about 2¹⁸ numbers (two block-sized buffers, updated in place); with M ≥ C no sorting is needed.
+blocks of about 2²⁰ numbers (two block-sized buffers, updated in place); with M ≥ C no sorting is needed.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from .base import Detector
 from .temp_scaled_msp import log1m_max_softmax
 
 
-#: rows per block: about 2^18 numbers, so the two (rows × C) work buffers stay in cache
-_BLOCK = 1 << 18
+#: rows per block: about 2^20 numbers (few, large operations; two reused (rows × C) work buffers)
+_BLOCK = 1 << 20
 #: below this, the sum of the non-maximal exp(f_j − max f) has lost precision to underflow: use log-sum-exp
 _UNDERFLOW = 1e-30
 

@@ -12,7 +12,9 @@ computes (the official repo github.com/litianliu/NCI-OOD ships it as OpenOOD's n
 pScore is divided by ‖z − μ_G‖ only, not by ‖w_ŷ‖ — it is a projection, not a cosine — and the norm term uses the
 raw (uncentred) feature's L1 norm. Default α = 1e-4 and the sweep [1e-4, 1e-3, 1e-2, 0.1] (``param_grid``) come
 from OpenOOD's configs/postprocessors/nci.yml, where α is chosen on validation data. ‖z − μ_G‖ is clamped at
-1e-12 so a feature exactly at the mean stays finite.
+1e-12 so a feature exactly at the mean stays finite. Scored in the input precision (float64 features give
+float64 scores; float32 and float16 give float32), in row blocks that reuse three work buffers, so memory stays
+bounded and no N×D copy is made.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..errors import OODLensError
 from .base import Detector
 
 _TINY = 1e-12
+#: numbers per (rows × D) work buffer when scoring in row blocks
+_BLOCK = 1 << 22
 
 
 class NCI(Detector):
@@ -48,9 +52,19 @@ class NCI(Detector):
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
-        z64 = z.to(torch.float64)
-        w = self.head_.weight.to(z.device, torch.float64)
-        pred = torch.addmm(self.head_.bias.to(z.device, torch.float64), z64, w.T).argmax(1)
-        centred = z64 - self.train_mean_.to(z.device)
-        p_score = (w[pred] * centred).sum(1) / centred.norm(dim=1).clamp_min(_TINY)
-        return (-(p_score + float(self.alpha) * z64.abs().sum(1))).to(z.dtype)
+        like = {"dtype": z.dtype, "device": z.device}
+        w, b, mu = self.head_.weight.to(**like), self.head_.bias.to(**like), self.train_mean_.to(**like)
+        n, d = z.shape
+        rows = max(1, min(n, _BLOCK // max(1, d, w.shape[0])))
+        logits, centred, w_pred = torch.empty(rows, w.shape[0], **like), torch.empty(rows, d, **like), torch.empty(rows, d, **like)
+        out = torch.empty(n, **like)
+        for i in range(0, n, rows):
+            r = min(rows, n - i)
+            zi, c, wp = z[i:i + r], centred[:r], w_pred[:r]
+            pred = torch.addmm(b, zi, w.T, out=logits[:r]).argmax(1)
+            torch.sub(zi, mu, out=c)
+            norm = torch.linalg.vector_norm(c, dim=1).clamp_min_(_TINY)
+            l1 = torch.abs(zi, out=wp).sum(1)
+            p_score = torch.index_select(w, 0, pred, out=wp).mul_(c).sum(1).div_(norm)
+            out[i:i + r] = p_score.add_(l1, alpha=float(self.alpha)).neg_()
+        return out
