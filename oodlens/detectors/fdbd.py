@@ -14,10 +14,12 @@ fdbd_postprocessor: the reference *sums* over c (the c = ŷ term is 0 / 1) where
 by the constant factor C−1 and rank samples identically — the paper's mean is used here. OpenOOD selects between
 the two regularisers on validation data (``distance_as_normalizer`` in {True, False}); that sweep is ``param_grid``.
 
-Vectorised over classes: ‖w_ŷ − w_c‖² = ‖w_ŷ‖² + ‖w_c‖² − 2 w_ŷ·w_c for all (sample, class) pairs by one matrix
-product in float64 (no C×C table, no loop over classes), in blocks of rows so that memory stays bounded. A head with two identical weight rows has no boundary
-between those classes and is refused at fit; ‖z − μ_train‖ is clamped at 1e-12 so a feature exactly at the mean
-gives a large finite score instead of a division by zero.
+Vectorised over classes: the (C, C) table of ‖w_i − w_c‖ comes from ‖w_i‖² + ‖w_j‖² − 2 w_i·w_j in float64 at
+score time (one C×C×D product, no loop over classes); each sample then divides its logit gaps by the row of its
+predicted class. Scored in the input precision (float64 features give float64 scores; float32 and float16 give
+float32), in row blocks that reuse their work buffers, so memory stays bounded. A head with two identical weight
+rows has no boundary between those classes and is refused at fit; ‖z − μ_train‖ is clamped at 1e-12 so a feature
+exactly at the mean gives a large finite score instead of a division by zero.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._neighbours import block_shape, blocks
 from .base import Detector, Head
 
 _NORMALIZERS = ("distance", "norm")
 _TINY = 1e-12
+#: numbers per (rows × D) work buffer when scoring in row blocks
+_BLOCK = 1 << 22
 
 
 def check_distinct_rows(head: Head, method: str) -> None:
@@ -44,19 +47,32 @@ def check_distinct_rows(head: Head, method: str) -> None:
                            "boundaries do not exist; remove duplicated classes from the head")
 
 
-def boundary_distances(z: torch.Tensor, head: Head) -> torch.Tensor:
-    """Mean distance (N,) from each row of ``z`` to the C−1 decision boundaries of its predicted class, float64."""
-    w = head.weight.to(z.device, torch.float64)
-    b = head.bias.to(z.device, torch.float64)
-    z64 = z.to(torch.float64)
-    logits = torch.addmm(b, z64, w.T)
-    top, pred = logits.max(1)
-    w_pred = w[pred]                                          # (N, D)
-    w_sq = (w * w).sum(1)                                     # (C,)
-    sq = (w_sq[pred][:, None] + w_sq[None, :] - 2.0 * (w_pred @ w.T)).clamp_min_(0)
-    gaps = (top[:, None] - logits).abs()                      # |(w_ŷ − w_c)·z + (b_ŷ − b_c)|
-    ratio = gaps / sq.sqrt().scatter_(1, pred[:, None], 1.0)  # the c = ŷ term is 0 / 1 = 0
-    return ratio.sum(1) / (w.shape[0] - 1)
+def boundary_norms(head: Head) -> torch.Tensor:
+    """(C, C) table of ‖w_i − w_c‖ in float64 by the expansion ‖w_i‖² + ‖w_c‖² − 2 w_i·w_c, with 1 on the
+    diagonal (so the c = ŷ term of the boundary sum is 0 / 1 = 0)."""
+    w = head.weight.to(torch.float64)
+    w_sq = (w * w).sum(1)
+    sq = (w_sq[:, None] + w_sq[None, :] - 2.0 * (w @ w.T)).clamp_min_(0)
+    return sq.sqrt_().fill_diagonal_(1.0)
+
+
+def boundary_distances(z: torch.Tensor, head: Head, block: int = _BLOCK) -> torch.Tensor:
+    """Mean distance (N,) from each row of ``z`` to the C−1 decision boundaries of its predicted class, in the
+    precision of ``z``, in row blocks that reuse two (rows × C) work buffers."""
+    like = {"dtype": z.dtype, "device": z.device}
+    w, b = head.weight.to(**like), head.bias.to(**like)
+    norms = boundary_norms(head).to(**like)
+    n, c = z.shape[0], w.shape[0]
+    rows = max(1, min(n, block // max(1, z.shape[1], c)))
+    gap_buf, norm_buf = torch.empty(rows, c, **like), torch.empty(rows, c, **like)
+    out = torch.empty(n, **like)
+    for i in range(0, n, rows):
+        r = min(rows, n - i)
+        logits = torch.addmm(b, z[i:i + r], w.T, out=gap_buf[:r])
+        top, pred = logits.max(1, keepdim=True)
+        gaps = torch.sub(top, logits, out=logits)           # |(w_ŷ − w_c)·z + (b_ŷ − b_c)| (top is the maximum)
+        out[i:i + r] = gaps.div_(torch.index_select(norms, 0, pred[:, 0], out=norm_buf[:r])).sum(1)
+    return out.div_(c - 1)
 
 
 class FDBD(Detector):
@@ -88,8 +104,14 @@ class FDBD(Detector):
     def _score(self, x) -> torch.Tensor:
         self._check_normalizer()
         z = as_float(x[self.features])
-        rows, _ = block_shape(z.shape[0], self.head_.weight.shape[0])   # (rows × C) float64 blocks
-        db = torch.cat([boundary_distances(z[r], self.head_) for r in blocks(z.shape[0], rows)])
-        z64 = z.to(torch.float64)
-        centre = z64 - self.train_mean_.to(z.device) if self.normalizer == "distance" else z64
-        return (-db / centre.norm(dim=1).clamp_min(_TINY)).to(z.dtype)
+        db = boundary_distances(z, self.head_)
+        if self.normalizer == "norm":
+            return db.div_(torch.linalg.vector_norm(z, dim=1).clamp_min_(_TINY)).neg_()
+        mu = self.train_mean_.to(z.device, z.dtype)
+        rows = max(1, min(z.shape[0], _BLOCK // max(1, z.shape[1])))
+        buf = torch.empty(rows, z.shape[1], dtype=z.dtype, device=z.device)
+        dist = torch.empty_like(db)
+        for i in range(0, z.shape[0], rows):
+            r = min(rows, z.shape[0] - i)
+            dist[i:i + r] = torch.linalg.vector_norm(torch.sub(z[i:i + r], mu, out=buf[:r]), dim=1)
+        return db.div_(dist.clamp_min_(_TINY)).neg_()
