@@ -26,7 +26,9 @@ Weibull is fitted by maximum likelihood (libMR solves the same likelihood equati
 equation is solved for all classes at once by bisection to machine precision (libMR stops at a 1e-6 tolerance).
 The reference averages over 10 crops ("channels"); one activation vector per sample is one channel.
 
-Scores are returned in float64 so that very small unknown-probabilities of ID samples stay distinguishable. A class
+Scores are returned in float64 so that very small unknown-probabilities of ID samples stay distinguishable; they
+are computed in float64 row blocks that reuse two work buffers, and only the top-α entries of each row (the only
+ones with ω_c > 0) get a distance and a Weibull probability. A class
 needs at least 2 correctly classified training samples with distinct distances (libMR's fit fails otherwise);
 fitting raises and names the classes.
 """
@@ -39,8 +41,6 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import sq_dist_to_means
-from ._neighbours import block_shape, blocks
 from .base import Detector
 from .she import correct_class_means
 
@@ -49,22 +49,22 @@ _DISTANCES = ("eucos", "euclidean", "cosine")
 TRANSLATE = 10000.0
 _BISECTION_STEPS = 100
 _TINY = 1e-300
+#: numbers per (rows × C) float64 work buffer when scoring in row blocks
+_BLOCK = 1 << 19
 
 
 # -- distances -------------------------------------------------------------------------------------------------
-def _cosine_distance(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """1 − cos between every row of ``v`` (N, C) and every row of ``m`` (K, C): (N, K)."""
-    vn = v.norm(dim=1, keepdim=True).clamp_min(_TINY)
-    mn = m.norm(dim=1, keepdim=True).clamp_min(_TINY)
-    return 1.0 - (v / vn) @ (m / mn).T
-
-
-def distances_to_means(v: torch.Tensor, means: torch.Tensor, kind: str, eu_weight: float) -> torch.Tensor:
-    """(N, C) distances between activation vectors and every class's MAV (float64 in, float64 out)."""
+def distances_to_selected_means(v: torch.Tensor, dots: torch.Tensor, means: torch.Tensor, idx: torch.Tensor,
+                                kind: str, eu_weight: float) -> torch.Tensor:
+    """(N, K) distances between the rows of ``v`` (N, C) and the MAVs of the classes ``idx`` (N, K), given
+    ``dots = v · MAV_idx`` (N, K); the Euclidean part by the expansion ‖v‖² + ‖m‖² − 2 v·m (clamped at 0)."""
+    m_norm = means.norm(dim=1)[idx]
+    v_norm = v.norm(dim=1, keepdim=True)
+    cos = 1.0 - dots / (v_norm.clamp_min(_TINY) * m_norm.clamp_min(_TINY))
     if kind == "cosine":
-        return _cosine_distance(v, means)
-    eu = sq_dist_to_means(v, means).sqrt() * eu_weight
-    return eu if kind == "euclidean" else eu + _cosine_distance(v, means)
+        return cos
+    eu = (m_norm.square() - 2.0 * dots + v_norm.square()).clamp_min_(0).sqrt_().mul_(eu_weight)
+    return eu if kind == "euclidean" else eu.add_(cos)
 
 
 def distances_to_own_mean(v: torch.Tensor, means: torch.Tensor, labels: torch.Tensor, kind: str,
@@ -191,18 +191,30 @@ class OpenMax(Detector):
 
     def _score(self, x) -> torch.Tensor:
         self._check_params()
-        v = as_float(x[self.logits]).to(torch.float64)
-        rows, _ = block_shape(v.shape[0], v.shape[1])            # (rows × C) float64 blocks
-        return torch.cat([self._unknown_probability(v[r]) for r in blocks(v.shape[0], rows)])
+        v = as_float(x[self.logits])
+        n, c = v.shape
+        rows = max(1, min(n, _BLOCK // max(1, c)))
+        v_buf, e_buf = (torch.empty(rows, c, dtype=torch.float64, device=v.device) for _ in range(2))
+        out = torch.empty(n, dtype=torch.float64, device=v.device)
+        for i in range(0, n, rows):
+            r = min(rows, n - i)
+            out[i:i + r] = self._unknown_probability(v_buf[:r].copy_(v[i:i + r]), e_buf[:r])
+        return out
 
-    def _unknown_probability(self, v: torch.Tensor) -> torch.Tensor:
-        c = v.shape[1]
-        d = distances_to_means(v, self.mav_, self.distance, float(self.eu_weight))
-        w = weibull_cdf_high(d, self.tail_min_, self.log_scale_, self.inv_shape_)
-        a = min(int(self.alpha), c)
-        weights = (a + 1 - torch.arange(1, a + 1, dtype=v.dtype, device=v.device)) / a
-        omega = torch.zeros_like(v).scatter_(1, v.topk(a, dim=1).indices, weights.expand(v.shape[0], a))
-        moved = v * omega * w
+    def _unknown_probability(self, v: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """P(unknown) per row of the float64 block ``v`` (overwritten), using ``work`` (same shape) as scratch.
+
+        Only the top-α classes have ω_c > 0, so distances and Weibull probabilities are needed for those
+        entries only; the other logits pass through unchanged."""
+        a = min(int(self.alpha), v.shape[1])
+        top, idx = v.topk(a, dim=1)
+        dots = torch.mm(v, self.mav_.T, out=work).gather(1, idx)             # v · MAV_c of the top-α classes
+        d = distances_to_selected_means(v, dots, self.mav_, idx, self.distance, float(self.eu_weight))
+        w = weibull_cdf_high(d, self.tail_min_[idx], self.log_scale_[idx], self.inv_shape_[idx])
+        omega = (a + 1 - torch.arange(1, a + 1, dtype=v.dtype, device=v.device)) / a
+        moved = top * omega * w
         unknown = moved.sum(1, keepdim=True)
-        logits = torch.cat([v - moved, unknown], dim=1)
-        return torch.exp(unknown[:, 0] - torch.logsumexp(logits, dim=1))
+        v.scatter_(1, idx, top - moved)                                       # v̂: the revised activations
+        m = torch.maximum(v.amax(1, keepdim=True), unknown)
+        z = torch.sub(v, m, out=work).exp_().sum(1, keepdim=True) + (unknown - m).exp()
+        return torch.exp(unknown - m - z.log())[:, 0]
