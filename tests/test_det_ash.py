@@ -76,3 +76,27 @@ def test_errors():
     row[0, 0] = 0.0  # kept sum 0, row sum -11: s1/s2 undefined
     with pytest.raises(OODLensError, match="s1/s2"):
         det.score({"features": row})
+
+
+@pytest.mark.parametrize("method,kwargs", [("ash_p", {}), ("ash_b", {}), ("ash_s", {"percentile": 70}),
+                                           ("scale", {"percentile": 50}), ("vra", {}), ("vra", {"gamma": 0.6}),
+                                           ("react", {}), ("dice", {})])
+@pytest.mark.parametrize("data", ["continuous", "ties", "maps"])
+def test_cpu_block_kernels_match_torch_path(monkeypatch, method, kwargs, data):
+    """The CPU scorer (numpy kernels on row blocks, several blocks here) gives the torch ``_shape`` path's scores,
+    also with many ties at the k-th value (ASH keeps the entries torch.topk keeps) and on spatial maps."""
+    import oodlens.detectors._shaping as shaping
+
+    monkeypatch.setattr(shaping, "BLOCK_ELEMENTS", 100)
+    g = torch.Generator().manual_seed(3)
+    spatial = data == "maps" and method.startswith(("ash", "scale"))
+    shape = (6, 2, 2) if spatial else (12,)
+    train = torch.randn(50, *shape, generator=g).abs()
+    test = torch.randn(40, *shape, generator=g).abs()
+    if data == "ties":
+        test = torch.randint(0, 3, test.shape, generator=g).float()
+    head = (torch.randn(5, shape[0], generator=g), torch.randn(5, generator=g))
+    det = create(method, **kwargs).fit({"features": train}, head=head)
+    h, factor = det._shape(test)
+    want = shaping.head_energy(shaping.pool_spatial(h), det.head_, factor)
+    torch.testing.assert_close(det.score({"features": test}), want, rtol=1e-6, atol=1e-5)

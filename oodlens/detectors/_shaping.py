@@ -5,19 +5,100 @@ pool spatial maps, recompute the logits through the classifier head and return t
 
 where h is the shaped (and pooled) feature vector and s(x) an optional per-sample positive factor (ASH-S and
 SCALE multiply the features by e^{s1/s2}; it is applied to W h in float64, so a large factor cannot overflow
-the float32 features). Also here: an exact ``numpy.percentile`` (linear interpolation) for tensors of any size,
-and the top-k pruning with the per-sample sums that ASH and SCALE share.
+the float32 features).
+
+Speed on the CPU: the shaping is elementwise and per-row work that, done as a chain of whole-tensor torch ops, costs
+several full-size temporaries (each a fresh allocation) and one thread synchronisation per op. There, detectors
+implement ``_shape_block_cpu``: numpy kernels run on row blocks of about ``BLOCK_ELEMENTS`` numbers (temporaries
+stay small and in cache) and write the shaped rows into one output buffer, followed by a single head product for
+all rows. Other devices use the torch ``_shape`` (the same values, checked by the tests).
+
+Also here: an exact ``numpy.percentile`` (linear interpolation) for tensors of any size, and the per-row k-th
+largest value and top-k sum that ASH and SCALE share. Both need order statistics, i.e. a selection: on the CPU
+it is numpy's ``partition`` (introselect, SIMD-accelerated in numpy ≥ 2), several times faster than
+``torch.kthvalue`` / ``torch.topk``, which are used on other devices. The selected values are the same.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
+import numpy as np
 import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
 from .base import Detector, Head
+
+#: numbers per row block of the CPU shaping kernels (2 MiB in float32): their temporaries stay in cache
+BLOCK_ELEMENTS = 1 << 19
+
+
+# -- order statistics -------------------------------------------------------------------------------------------
+def _kth_smallest(x: torch.Tensor, ranks: list[int], dim: int) -> list[torch.Tensor]:
+    """The ``r``-th smallest values (0-based ranks) of ``x`` along ``dim``, one tensor per rank (exact)."""
+    if x.device.type == "cpu":
+        part = np.partition(x.detach().numpy(), sorted(set(ranks)), axis=dim)
+        return [torch.from_numpy(np.ascontiguousarray(np.take(part, r, axis=dim))) for r in ranks]
+    return [x.kthvalue(r + 1, dim=dim).values for r in ranks]
+
+
+def top_k_threshold_sum(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (N, n) rows: the k-th largest value t of each row and the sum of its k largest values (float64).
+
+    The sum is exact whatever the ties: the k largest are the values above t plus copies of t.
+    """
+    if flat.device.type == "cpu":
+        t, s2 = top_k_threshold_sum_np(flat.detach().numpy(), k)
+        return torch.from_numpy(t), torch.from_numpy(s2)
+    values = torch.topk(flat, k, dim=1, sorted=False).values
+    return values.amin(1), values.sum(1, dtype=torch.float64)
+
+
+def top_k_threshold_sum_np(a: np.ndarray, k: int, work: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """numpy version of :func:`top_k_threshold_sum` (one ``partition`` per block of rows)."""
+    n = a.shape[1]
+    part = np.empty_like(a) if work is None else work.get("partition", a.shape, a.dtype)
+    np.copyto(part, a)
+    part.partition(n - k, axis=1)  # columns n−k.. hold the k largest, column n−k the k-th largest
+    return part[:, n - k].copy(), part[:, n - k:].sum(1, dtype=np.float64)
+
+
+def top_k_mask(flat: torch.Tensor, k: int, threshold: torch.Tensor, zero_ties_matter: bool) -> torch.Tensor:
+    """Boolean (N, n) mask of the k largest entries of each row, given each row's k-th largest ``threshold``.
+
+    Where more than k entries reach the threshold (ties at the k-th value), which of the tied entries are kept is
+    decided by ``torch.topk`` on those rows, exactly as the reference code does; a tie at 0 is resolved so only
+    if ``zero_ties_matter`` (a kept 0 changes nothing unless the kept entries are replaced by another value).
+    """
+    mask = flat >= threshold[:, None]
+    rows = _tied_rows(mask.sum(1), threshold, k, zero_ties_matter)
+    if rows.numel():
+        index = torch.topk(flat[rows], k, dim=1).indices
+        mask[rows] = torch.zeros_like(mask[rows]).scatter_(1, index, True)
+    return mask
+
+
+def top_k_mask_np(a: np.ndarray, k: int, threshold: np.ndarray, zero_ties_matter: bool,
+                  work: Workspace | None = None) -> np.ndarray:
+    """numpy version of :func:`top_k_mask` (tied rows still go through ``torch.topk``, so the same entries)."""
+    mask = np.empty(a.shape, dtype=bool) if work is None else work.get("mask", a.shape, bool)
+    np.greater_equal(a, threshold[:, None], out=mask)
+    rows = _tied_rows(torch.from_numpy(mask.sum(1)), torch.from_numpy(threshold), k, zero_ties_matter).numpy()
+    if rows.size:
+        index = torch.topk(torch.from_numpy(a[rows]), k, dim=1).indices.numpy()
+        fixed = np.zeros((rows.size, a.shape[1]), dtype=bool)
+        np.put_along_axis(fixed, index, True, axis=1)
+        mask[rows] = fixed
+    return mask
+
+
+def _tied_rows(count: torch.Tensor, threshold: torch.Tensor, k: int, zero_ties_matter: bool) -> torch.Tensor:
+    tied = count > k
+    if not zero_ties_matter:
+        tied &= threshold != 0
+    return tied.nonzero().flatten()
 
 
 # -- percentiles ------------------------------------------------------------------------------------------------
@@ -36,7 +117,7 @@ def percentile(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tenso
     """``numpy.percentile(x, q, axis=dim)`` with its default linear interpolation, in float64.
 
     Works on tensors of any size (``torch.quantile`` refuses large inputs): the two order statistics around the
-    virtual index q/100·(n−1) are found by ``kthvalue`` (a selection, no full sort) and interpolated as numpy does.
+    virtual index q/100·(n−1) are found by a selection (no full sort) and interpolated as numpy does.
     """
     q = check_percentile(q, "percentile")
     flat = x.reshape(-1) if dim is None else x
@@ -48,10 +129,9 @@ def percentile(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tenso
     lo = int(math.floor(index))
     hi = min(lo + 1, n - 1)
     t = index - lo
-    a = flat.kthvalue(lo + 1, dim=d).values.to(torch.float64)
+    a, b = (v.to(x.device, torch.float64) for v in _kth_smallest(flat, [lo, hi], d))
     if t == 0.0:
         return a
-    b = flat.kthvalue(hi + 1, dim=d).values.to(torch.float64)
     diff = b - a
     # numpy's _lerp: a + (b - a) t, computed from the upper end when t >= 0.5 (keeps monotonicity)
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
@@ -66,13 +146,6 @@ def keep_count(n: int, p: float, what: str) -> int:
     if k < 1:
         raise OODLensError(f"{what} percentile {p} prunes all {n} activations; use a smaller percentile")
     return k
-
-
-def top_k_sums(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For (N, n) rows: the k largest values and their indices (``torch.topk``), the row sums s1 and the sums of
-    the kept values s2 (both float64)."""
-    values, index = torch.topk(flat, k, dim=1)
-    return values, index, flat.sum(1, dtype=torch.float64), values.sum(1, dtype=torch.float64)
 
 
 def sharpening_factor(s1: torch.Tensor, s2: torch.Tensor, what: str) -> torch.Tensor:
@@ -105,12 +178,20 @@ def head_energy(z: torch.Tensor, head: Head, factor: torch.Tensor | None = None)
     return (-torch.logsumexp(logits, dim=1)).to(z.dtype)
 
 
+def row_blocks(n: int, row_numel: int, budget: int | None = None) -> Iterator[slice]:
+    """Consecutive row slices of at most ``budget`` (default ``BLOCK_ELEMENTS``) numbers each (at least one row)."""
+    rows = max(1, (BLOCK_ELEMENTS if budget is None else budget) // max(1, row_numel))
+    for i in range(0, n, rows):
+        yield slice(i, min(i + rows, n))
+
+
 class ShapedEnergy(Detector):
     """Base of the "shape the penultimate activations, then energy through the head" detectors.
 
     Subclasses set ``name`` and implement ``_shape(z) -> (h, factor)`` (h with z's shape; factor (N,) or None)
     and, if they learn from training data, ``_fit_shaping(z)``. Features may be (N, D) or, where
     ``spatial_inputs`` is set, a map (N, C, *spatial) that is shaped first and average-pooled afterwards.
+    On the CPU, a subclass that defines ``_shape_block_cpu`` (numpy, per row block) is scored through it instead.
     """
 
     needs_head = True
@@ -135,7 +216,68 @@ class ShapedEnergy(Detector):
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray | None, work: Workspace) -> np.ndarray | None:
+        """Optional numpy kernel for one block of CPU rows ``a`` (rows flattened to (B, n)): write the shaped rows
+        into ``out`` (None when ``_shapes_values`` is False) and return the block's factor (B,) float64 or None.
+        Temporaries come from ``work`` (reused between blocks)."""
+        raise NotImplementedError
+
+    #: whether ``_shape_block_cpu`` writes shaped values (False: the features are used as they are, e.g. SCALE)
+    _shapes_values: bool = True
+
+    def _score_cpu(self, z: torch.Tensor) -> torch.Tensor:
+        """The score on the CPU through the block kernel: per row block shape (numpy), pool, one head product
+        and the energy, all in reused buffers (no temporary of the input's size)."""
+        flat = z.reshape(z.shape[0], -1)
+        a = flat.detach().numpy()
+        w = self.head_.weight.to(z.dtype).T
+        bias = self.head_.bias.to(z.dtype)
+        bias64 = self.head_.bias.to(torch.float64).numpy()
+        work = Workspace()
+        energy = np.empty(a.shape[0], dtype=a.dtype)
+        for b in row_blocks(a.shape[0], a.shape[1]):
+            rows = a[b]
+            out = work.get("shaped", rows.shape, a.dtype) if self._shapes_values else None
+            factor = self._shape_block_cpu(rows, out, work)
+            h = pool_spatial(torch.from_numpy(rows if out is None else out).view(-1, *z.shape[1:]))
+            logits = work.get("logits", (h.shape[0], w.shape[1]), a.dtype)
+            if factor is None:
+                torch.addmm(bias, h, w, out=torch.from_numpy(logits))
+                energy[b] = -_logsumexp_rows(logits)
+            else:  # factor · (W h) + b in float64, as head_energy
+                torch.mm(h, w, out=torch.from_numpy(logits))
+                logits64 = work.get("logits64", logits.shape, np.float64)
+                np.multiply(logits, factor[:, None], out=logits64)
+                logits64 += bias64
+                energy[b] = -_logsumexp_rows(logits64)
+        return torch.from_numpy(energy)
+
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
+        if z.device.type == "cpu" and type(self)._shape_block_cpu is not ShapedEnergy._shape_block_cpu:
+            return self._score_cpu(z)
         h, factor = self._shape(z)
         return head_energy(pool_spatial(h), self.head_, factor)
+
+
+class Workspace:
+    """Reusable numpy buffers for the CPU block kernels: ``get(name, shape, dtype)`` returns a view of a buffer
+    allocated once (at the first block's size), so the blocks allocate no fresh memory."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """log Σ_j exp(x_ij) per row, max-shifted like ``torch.logsumexp``; overwrites ``x``."""
+    m = x.max(1)
+    x -= m[:, None]
+    np.exp(x, out=x)
+    return np.log(x.sum(1)) + m

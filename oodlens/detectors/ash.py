@@ -21,7 +21,10 @@ per sample over all C·H·W entries and then average-pooled before the head.
 
 Defaults are the paper's ImageNet/ResNet-50 settings (Table 1): ASH-P@60, ASH-B@65, ASH-S@90 (the repository's
 configs also use ``ash_s@90`` for CIFAR-10). Ties at the k-th largest value (e.g. many zeros when fewer than k
-activations are positive) are broken by ``torch.topk``, as in the reference; this matters only for ASH-B.
+activations are positive) are broken by ``torch.topk``, as in the reference; this matters only for ASH-B (and for
+ASH-P/S only for ties at a non-zero value). Implementation: per row the k-th largest value t comes from one
+selection and the kept set is {a ≥ t}; ``torch.topk`` runs only on the rather rare rows where that set has more
+than k entries (ties at t), so the kept set is always the one ``torch.topk`` returns.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import numpy as np
 import torch
 
-from ._shaping import ShapedEnergy, keep_count, sharpening_factor, top_k_sums
+from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_mask, top_k_mask_np,
+                       top_k_threshold_sum, top_k_threshold_sum_np)
 
 
 class _ASH(ShapedEnergy):
@@ -53,13 +58,30 @@ class _ASH(ShapedEnergy):
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         flat = z.flatten(1)
         k = keep_count(flat.shape[1], self.percentile, self._what())
-        values, index, s1, s2 = top_k_sums(flat, k)
+        threshold, s2 = top_k_threshold_sum(flat, k)
+        keep = top_k_mask(flat, k, threshold, zero_ties_matter=self.variant == "b")
         factor = None
+        if self.variant == "b":  # h = s1/k on the kept entries
+            s1 = flat.sum(1, dtype=torch.float64)
+            h = keep.to(flat.dtype).mul_((s1 / k).to(flat.dtype)[:, None])
+        else:  # h = a on the kept entries (times e^{s1/s2} for ASH-S, applied to the logits)
+            h = flat.masked_fill(~keep, 0.0)
+            if self.variant == "s":
+                factor = sharpening_factor(flat.sum(1, dtype=torch.float64), s2, "ASH-S")
+        return h.view_as(z), factor
+
+    def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray, work: Workspace) -> np.ndarray | None:
+        """numpy version of ``_shape`` for a block of flattened rows (the same kept set and values)."""
+        k = keep_count(a.shape[1], self.percentile, self._what())
+        threshold, s2 = top_k_threshold_sum_np(a, k, work)
+        keep = top_k_mask_np(a, k, threshold, zero_ties_matter=self.variant == "b", work=work)
         if self.variant == "b":
-            values = (s1 / k).to(flat.dtype)[:, None].expand(-1, k)
-        elif self.variant == "s":
-            factor = sharpening_factor(s1, s2, "ASH-S")
-        return torch.zeros_like(flat).scatter_(1, index, values).view_as(z), factor
+            np.multiply(keep, (a.sum(1, dtype=np.float64) / k).astype(a.dtype)[:, None], out=out)
+            return None
+        np.multiply(a, keep, out=out)
+        if self.variant == "p":
+            return None
+        return sharpening_factor(torch.from_numpy(a.sum(1, dtype=np.float64)), torch.from_numpy(s2), "ASH-S").numpy()
 
 
 class ASHP(_ASH):

@@ -14,10 +14,11 @@ for CIFAR (it uses p = 70 on ImageNet, where DICE is combined with ReAct).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .base import Head
-from ._shaping import ShapedEnergy, check_percentile, percentile
+from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
 
 
 class DICE(ShapedEnergy):
@@ -41,3 +42,8 @@ class DICE(ShapedEnergy):
 
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         return z, None
+
+    _shapes_values = False
+
+    def _shape_block_cpu(self, a: np.ndarray, out: None, work: Workspace) -> None:
+        """Nothing to shape: on the CPU the base class then scores by blocks (head product and energy)."""

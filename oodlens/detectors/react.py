@@ -14,9 +14,10 @@ estimates c on a few thousand ID images from the validation split; here c comes 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ._shaping import ShapedEnergy, check_percentile, percentile
+from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
 
 
 class ReAct(ShapedEnergy):
@@ -33,3 +34,7 @@ class ReAct(ShapedEnergy):
 
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         return z.clamp(max=self.threshold_), None
+
+    def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray, work: Workspace) -> None:
+        """numpy version of ``_shape`` for a block of rows."""
+        np.minimum(a, a.dtype.type(self.threshold_), out=out)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from ._shaping import ShapedEnergy, keep_count, sharpening_factor, top_k_sums
+from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_threshold_sum,
+                       top_k_threshold_sum_np)
 
 
 class SCALE(ShapedEnergy):
@@ -38,5 +40,12 @@ class SCALE(ShapedEnergy):
 
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = z.flatten(1)
-        _, _, s1, s2 = top_k_sums(flat, keep_count(flat.shape[1], self.percentile, "SCALE"))
-        return z, sharpening_factor(s1, s2, "SCALE")
+        _, s2 = top_k_threshold_sum(flat, keep_count(flat.shape[1], self.percentile, "SCALE"))
+        return z, sharpening_factor(flat.sum(1, dtype=torch.float64), s2, "SCALE")
+
+    _shapes_values = False  # the CPU kernel only computes the factor; the features enter the head unchanged
+
+    def _shape_block_cpu(self, a: np.ndarray, out: None, work: Workspace) -> np.ndarray:
+        """numpy version of ``_shape`` for a block of flattened rows: the factor e^{s1/s2}."""
+        _, s2 = top_k_threshold_sum_np(a, keep_count(a.shape[1], self.percentile, "SCALE"), work)
+        return sharpening_factor(torch.from_numpy(a.sum(1, dtype=np.float64)), torch.from_numpy(s2), "SCALE").numpy()

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import OODLensError
-from ._shaping import ShapedEnergy, check_percentile, percentile
+from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
 
 
 class VRA(ShapedEnergy):
@@ -53,6 +54,17 @@ class VRA(ShapedEnergy):
     def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         g = float(self.gamma)
         lower, upper = self.lower_.to(z.dtype), self.upper_.to(z.dtype)
-        h = torch.where(z < lower, torch.zeros_like(z), z + g)
-        h = torch.where(h > upper + g, upper.expand_as(h), h)
-        return h, None
+        h = (z + g).masked_fill_(z < lower, 0.0)
+        return torch.where(h > upper + g, upper, h), None
+
+    def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray, work: Workspace) -> None:
+        """numpy version of ``_shape`` for a block of rows (the same float32 operations)."""
+        g = a.dtype.type(self.gamma)
+        lower = self.lower_.numpy().astype(a.dtype, copy=False)
+        upper = self.upper_.numpy().astype(a.dtype, copy=False)
+        keep = np.greater_equal(a, lower, out=work.get("mask", a.shape, bool))
+        np.multiply(np.add(a, g, out=out), keep, out=out)  # z + γ, or (±)0 below the lower threshold
+        if g == 0:  # values above β become β: a plain minimum
+            np.minimum(out, upper, out=out)
+        else:
+            np.copyto(out, np.broadcast_to(upper, out.shape), where=np.greater(out, upper + g, out=keep))
