@@ -73,18 +73,17 @@ def min_kl_to_templates(logits: torch.Tensor, log_templates: torch.Tensor, block
     like = {"dtype": logits.dtype, "device": logits.device}
     lt = log_templates.T.contiguous()
     rows = max(1, min(n, block // max(1, c, lt.shape[1])))
-    s_buf, p_buf, x_buf = torch.empty(rows, c, **like), torch.empty(rows, c, **like), torch.empty(rows, lt.shape[1], **like)
+    s_buf, e_buf, x_buf = torch.empty(rows, c, **like), torch.empty(rows, c, **like), torch.empty(rows, lt.shape[1], **like)
     out = torch.empty(n, **like)
     for i in range(0, n, rows):
         r = min(rows, n - i)
-        f, s, p, x = logits[i:i + r], s_buf[:r], p_buf[:r], x_buf[:r]
+        f, s, e, x = logits[i:i + r], s_buf[:r], e_buf[:r], x_buf[:r]
         torch.sub(f, f.amax(1, keepdim=True), out=s)
-        z = torch.exp(s, out=p).sum(1, keepdim=True)
-        logp = s.sub_(z.log())
-        p.div_(z)
-        torch.mm(p, lt, out=x)                                 # Σ_j p_j log d_cj for every template c
-        neg_entropy = p.mul_(logp).sum(1, keepdim=True)        # Σ p log p; 0 · log 0 = 0 (p underflows to 0)
-        out[i:i + r] = x.neg_().add_(neg_entropy).amin(1)
+        z = torch.exp(s, out=e).sum(1)                         # e = Z · p, with Z = Σ_j exp(f_j − max f)
+        logp = s.sub_(z.log()[:, None])
+        cross = torch.mm(e, lt, out=x).amax(1)                 # Z · max_c Σ_j p_j log d_cj
+        neg_entropy = e.mul_(logp).sum(1)                      # Z · Σ p log p; 0 · log 0 = 0 (p underflows to 0)
+        out[i:i + r] = neg_entropy.sub_(cross).div_(z)         # min_c KL = Σ p log p − max_c Σ p log d_c
     return out.clamp_min_(0)
 
 
