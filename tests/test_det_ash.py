@@ -88,6 +88,7 @@ def test_cpu_block_kernels_match_torch_path(monkeypatch, method, kwargs, data):
     import oodlens.detectors._shaping as shaping
 
     monkeypatch.setattr(shaping, "BLOCK_ELEMENTS", 100)
+    monkeypatch.setattr(shaping, "HEAD_BLOCK_ELEMENTS", 300)
     g = torch.Generator().manual_seed(3)
     spatial = data == "maps" and method.startswith(("ash", "scale"))
     shape = (6, 2, 2) if spatial else (12,)

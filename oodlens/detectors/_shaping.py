@@ -10,8 +10,8 @@ the float32 features).
 Speed on the CPU: the shaping is elementwise and per-row work that, done as a chain of whole-tensor torch ops, costs
 several full-size temporaries (each a fresh allocation) and one thread synchronisation per op. There, detectors
 implement ``_shape_block_cpu``: numpy kernels run on row blocks of about ``BLOCK_ELEMENTS`` numbers (temporaries
-stay small and in cache) and write the shaped rows into one output buffer, followed by a single head product for
-all rows. Other devices use the torch ``_shape`` (the same values, checked by the tests).
+stay small and in cache) and write the shaped rows into a reused buffer of ``HEAD_BLOCK_ELEMENTS`` numbers, which
+then goes through the head in one matrix product. Other devices use the torch ``_shape`` (the same values, checked by the tests).
 
 Also here: an exact ``numpy.percentile`` (linear interpolation) for tensors of any size, and the per-row k-th
 largest value and top-k sum that ASH and SCALE share. Both need order statistics, i.e. a selection: on the CPU
@@ -33,6 +33,8 @@ from .base import Detector, Head
 
 #: numbers per row block of the CPU shaping kernels (2 MiB in float32): their temporaries stay in cache
 BLOCK_ELEMENTS = 1 << 19
+#: numbers per row block of the CPU head product (32 MiB in float32): few, large matrix products
+HEAD_BLOCK_ELEMENTS = 1 << 23
 
 
 # -- order statistics -------------------------------------------------------------------------------------------
@@ -50,19 +52,24 @@ def top_k_threshold_sum(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
     The sum is exact whatever the ties: the k largest are the values above t plus copies of t.
     """
     if flat.device.type == "cpu":
-        t, s2 = top_k_threshold_sum_np(flat.detach().numpy(), k)
+        t, s2, _ = top_k_threshold_sum_np(flat.detach().numpy(), k)
         return torch.from_numpy(t), torch.from_numpy(s2)
     values = torch.topk(flat, k, dim=1, sorted=False).values
     return values.amin(1), values.sum(1, dtype=torch.float64)
 
 
-def top_k_threshold_sum_np(a: np.ndarray, k: int, work: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """numpy version of :func:`top_k_threshold_sum` (one ``partition`` per block of rows)."""
+def top_k_threshold_sum_np(a: np.ndarray, k: int, work: Workspace | None = None, with_sum: bool = True
+                           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """numpy version of :func:`top_k_threshold_sum` (one ``partition`` per block of rows), plus per row whether
+    the k-th largest value also occurs below the top k (a tie at the threshold: more than k entries reach it)."""
     n = a.shape[1]
     part = np.empty_like(a) if work is None else work.get("partition", a.shape, a.dtype)
     np.copyto(part, a)
-    part.partition(n - k, axis=1)  # columns n−k.. hold the k largest, column n−k the k-th largest
-    return part[:, n - k].copy(), part[:, n - k:].sum(1, dtype=np.float64)
+    # columns n−k.. hold the k largest, column n−k the k-th largest; a single kth keeps numpy's fast (SIMD) path
+    part.partition(n - k, axis=1)
+    threshold = part[:, n - k].copy()
+    tied = part[:, :n - k].max(1) == threshold if k < n else np.zeros(a.shape[0], dtype=bool)
+    return threshold, (part[:, n - k:].sum(1, dtype=np.float64) if with_sum else None), tied
 
 
 def top_k_mask(flat: torch.Tensor, k: int, threshold: torch.Tensor, zero_ties_matter: bool) -> torch.Tensor:
@@ -73,32 +80,31 @@ def top_k_mask(flat: torch.Tensor, k: int, threshold: torch.Tensor, zero_ties_ma
     if ``zero_ties_matter`` (a kept 0 changes nothing unless the kept entries are replaced by another value).
     """
     mask = flat >= threshold[:, None]
-    rows = _tied_rows(mask.sum(1), threshold, k, zero_ties_matter)
+    tied = mask.sum(1) > k
+    if not zero_ties_matter:
+        tied &= threshold != 0
+    rows = tied.nonzero().flatten()
     if rows.numel():
         index = torch.topk(flat[rows], k, dim=1).indices
         mask[rows] = torch.zeros_like(mask[rows]).scatter_(1, index, True)
     return mask
 
 
-def top_k_mask_np(a: np.ndarray, k: int, threshold: np.ndarray, zero_ties_matter: bool,
+def top_k_mask_np(a: np.ndarray, k: int, threshold: np.ndarray, tied: np.ndarray, zero_ties_matter: bool,
                   work: Workspace | None = None) -> np.ndarray:
-    """numpy version of :func:`top_k_mask` (tied rows still go through ``torch.topk``, so the same entries)."""
+    """numpy version of :func:`top_k_mask`, given the rows with ties from :func:`top_k_threshold_sum_np` (tied
+    rows still go through ``torch.topk``, so the same entries are kept)."""
     mask = np.empty(a.shape, dtype=bool) if work is None else work.get("mask", a.shape, bool)
     np.greater_equal(a, threshold[:, None], out=mask)
-    rows = _tied_rows(torch.from_numpy(mask.sum(1)), torch.from_numpy(threshold), k, zero_ties_matter).numpy()
+    if not zero_ties_matter:
+        tied = tied & (threshold != 0)
+    rows = np.flatnonzero(tied)
     if rows.size:
         index = torch.topk(torch.from_numpy(a[rows]), k, dim=1).indices.numpy()
         fixed = np.zeros((rows.size, a.shape[1]), dtype=bool)
         np.put_along_axis(fixed, index, True, axis=1)
         mask[rows] = fixed
     return mask
-
-
-def _tied_rows(count: torch.Tensor, threshold: torch.Tensor, k: int, zero_ties_matter: bool) -> torch.Tensor:
-    tied = count > k
-    if not zero_ties_matter:
-        tied &= threshold != 0
-    return tied.nonzero().flatten()
 
 
 # -- percentiles ------------------------------------------------------------------------------------------------
@@ -226,8 +232,8 @@ class ShapedEnergy(Detector):
     _shapes_values: bool = True
 
     def _score_cpu(self, z: torch.Tensor) -> torch.Tensor:
-        """The score on the CPU through the block kernel: per row block shape (numpy), pool, one head product
-        and the energy, all in reused buffers (no temporary of the input's size)."""
+        """The score on the CPU through the block kernel: shape row blocks (numpy) into a reused buffer, then per
+        large block one head product and the energy (no temporary of the input's size)."""
         flat = z.reshape(z.shape[0], -1)
         a = flat.detach().numpy()
         w = self.head_.weight.to(z.dtype).T
@@ -235,21 +241,27 @@ class ShapedEnergy(Detector):
         bias64 = self.head_.bias.to(torch.float64).numpy()
         work = Workspace()
         energy = np.empty(a.shape[0], dtype=a.dtype)
-        for b in row_blocks(a.shape[0], a.shape[1]):
-            rows = a[b]
-            out = work.get("shaped", rows.shape, a.dtype) if self._shapes_values else None
-            factor = self._shape_block_cpu(rows, out, work)
-            h = pool_spatial(torch.from_numpy(rows if out is None else out).view(-1, *z.shape[1:]))
+        for big in row_blocks(a.shape[0], a.shape[1], HEAD_BLOCK_ELEMENTS):
+            rows = a[big]
+            shaped = work.get("shaped", rows.shape, a.dtype) if self._shapes_values else None
+            parts = [self._shape_block_cpu(rows[b], None if shaped is None else shaped[b], work)
+                     for b in row_blocks(rows.shape[0], rows.shape[1])]
+            factor = None if any(f is None for f in parts) else np.concatenate(parts)
+            h = pool_spatial(torch.from_numpy(rows if shaped is None else shaped).view(-1, *z.shape[1:]))
             logits = work.get("logits", (h.shape[0], w.shape[1]), a.dtype)
             if factor is None:
                 torch.addmm(bias, h, w, out=torch.from_numpy(logits))
-                energy[b] = -_logsumexp_rows(logits)
-            else:  # factor · (W h) + b in float64, as head_energy
+            else:
                 torch.mm(h, w, out=torch.from_numpy(logits))
-                logits64 = work.get("logits64", logits.shape, np.float64)
-                np.multiply(logits, factor[:, None], out=logits64)
-                logits64 += bias64
-                energy[b] = -_logsumexp_rows(logits64)
+            for b in row_blocks(logits.shape[0], logits.shape[1]):
+                i = range(big.start, big.stop)[b]
+                if factor is None:
+                    energy[i.start:i.stop] = -_logsumexp_rows(logits[b])
+                else:  # factor · (W h) + b in float64, as head_energy
+                    logits64 = work.get("logits64", logits[b].shape, np.float64)
+                    np.multiply(logits[b], factor[b, None], out=logits64)
+                    logits64 += bias64
+                    energy[i.start:i.stop] = -_logsumexp_rows(logits64)
         return torch.from_numpy(energy)
 
     def _score(self, x) -> torch.Tensor:

@@ -73,8 +73,8 @@ class _ASH(ShapedEnergy):
     def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray, work: Workspace) -> np.ndarray | None:
         """numpy version of ``_shape`` for a block of flattened rows (the same kept set and values)."""
         k = keep_count(a.shape[1], self.percentile, self._what())
-        threshold, s2 = top_k_threshold_sum_np(a, k, work)
-        keep = top_k_mask_np(a, k, threshold, zero_ties_matter=self.variant == "b", work=work)
+        threshold, s2, tied = top_k_threshold_sum_np(a, k, work, with_sum=self.variant == "s")
+        keep = top_k_mask_np(a, k, threshold, tied, zero_ties_matter=self.variant == "b", work=work)
         if self.variant == "b":
             np.multiply(keep, (a.sum(1, dtype=np.float64) / k).astype(a.dtype)[:, None], out=out)
             return None

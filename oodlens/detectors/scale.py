@@ -47,5 +47,5 @@ class SCALE(ShapedEnergy):
 
     def _shape_block_cpu(self, a: np.ndarray, out: None, work: Workspace) -> np.ndarray:
         """numpy version of ``_shape`` for a block of flattened rows: the factor e^{s1/s2}."""
-        _, s2 = top_k_threshold_sum_np(a, keep_count(a.shape[1], self.percentile, "SCALE"), work)
+        _, s2, _ = top_k_threshold_sum_np(a, keep_count(a.shape[1], self.percentile, "SCALE"), work)
         return sharpening_factor(torch.from_numpy(a.sum(1, dtype=np.float64)), torch.from_numpy(s2), "SCALE").numpy()
