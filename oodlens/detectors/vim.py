@@ -23,27 +23,16 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._principal import head_origin, residual_basis, residual_norm, resolve_principal_dim
-from .base import Detector
+from ._principal import residual_norm
+from .residual import Residual
 
 
-class ViM(Detector):
+class ViM(Residual):  # Residual's principal subspace and origin, plus the head's logits and α
     name = "vim"
-    needs_head = True
-    param_grid = {"dim": [None, 8, 16, 32, 64, 128, 256, 512, 1000]}
-
-    def __init__(self, dim: int | None = None, features: str = "features"):
-        self.dim = dim
-        self.features = features
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.features,)
 
     def _fit(self, train, labels, head, model) -> None:
+        super()._fit(train, labels, head, model)  # dim_, origin_, basis_
         z = as_float(train[self.features])
-        self.dim_ = resolve_principal_dim(self.dim, z.shape[1])
-        self.origin_ = head_origin(head, z.shape[1]).to(z.device)
-        self.basis_ = residual_basis(z, self.origin_, self.dim_)
         self.head_weight_ = head.weight.to(z.device, torch.float64)
         self.head_bias_ = head.bias.to(z.device, torch.float64)
         max_logit = res = size = 0.0
