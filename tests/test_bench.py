@@ -142,3 +142,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["demo", "--help"])
     assert e.value.code == 0
+
+
+def test_bench_command_from_toml(tmp_path, capsys):
+    _write_config(tmp_path)  # writes the feature files
+    (tmp_path / "bench.toml").write_text('''
+name = "toml-bench"
+detectors = ["energy", "knn"]
+covariate_mode = "separate"
+
+[train]
+features = "train.safetensors"
+labels = "labels"
+[val]
+features = "val.safetensors"
+labels = "labels"
+[test]
+features = "test.safetensors"
+labels = "labels"
+
+[[test_sets]]
+name = "shifted"
+kind = "far"
+features = "ood.safetensors"
+
+[detector_params.knn]
+k = 5
+''')
+    assert main(["bench", str(tmp_path / "bench.toml"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "toml-bench" in out and "| knn |" in out and "not tuned" in out
