@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from .base import Detector
+from ._logit_only import LogitOnlyDetector
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -22,17 +22,8 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1)
 
 
-class Entropy(Detector):
+class Entropy(LogitOnlyDetector):
     name = "entropy"
-
-    def __init__(self, logits: str = "logits"):
-        self.logits = logits
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.logits,)
-
-    def _fit(self, train, labels, head, model) -> None:
-        pass
 
     def _score(self, x) -> torch.Tensor:
         return softmax_entropy(as_float(x[self.logits]))

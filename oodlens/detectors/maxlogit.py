@@ -13,20 +13,11 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from .base import Detector
+from ._logit_only import LogitOnlyDetector
 
 
-class MaxLogit(Detector):
+class MaxLogit(LogitOnlyDetector):
     name = "maxlogit"
-
-    def __init__(self, logits: str = "logits"):
-        self.logits = logits
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.logits,)
-
-    def _fit(self, train, labels, head, model) -> None:
-        pass
 
     def _score(self, x) -> torch.Tensor:
         return -as_float(x[self.logits]).amax(1)

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Detector
+from ._logit_only import LogitOnlyDetector
 
 
-class MSP(Detector):
+class MSP(LogitOnlyDetector):
     name = "msp"
-
-    def __init__(self, logits: str = "logits"):
-        self.logits = logits
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.logits,)
-
-    def _fit(self, train, labels, head, model) -> None:
-        pass
 
     def _score(self, x) -> torch.Tensor:
         return -torch.softmax(x[self.logits], dim=1).amax(1)
