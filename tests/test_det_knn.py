@@ -86,54 +86,58 @@ def test_select_topk_equals_topk():
         torch.testing.assert_close(s.gather(1, i), ref, rtol=0, atol=0)
 
 
-def test_pca_recall_against_exact():
+def exact_reference(x, t, k):
+    q, b = torch.nn.functional.normalize(t, dim=1), torch.nn.functional.normalize(x, dim=1)
+    return (q.double() @ b.double().T).topk(k, dim=1).values
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_half_search_equals_exact(k):
     x, t = low_rank()
-    exact = create("knn", k=10, backend="torch").fit({"features": x})
-    approx = create("knn", k=10, search="pca", backend="torch", seed=1).fit({"features": x})
-    assert approx.dim_ is not None and approx.dim_ < 32  # the approximation pays on this problem
-    assert min(approx.calibration_recall_.values()) >= 0.99
-    v_exact, _ = exact.neighbours({"features": t})
-    v_pca, i_pca = approx.neighbours({"features": t})
-    recall = (v_pca >= v_exact[:, -1:] - 1e-6).float().mean(1)
-    assert recall[:200].mean() >= 0.99 and recall[200:].mean() >= 0.95
-    # re-ranked similarities are exact inner products of the returned neighbours
+    det = create("knn", k=k, search="half", backend="torch").fit({"features": x})
+    v, i = det.neighbours({"features": t})
+    ref = exact_reference(x, t, k)
+    torch.testing.assert_close(v.double(), ref, rtol=0, atol=1e-6)  # recall 1: the exact similarities
     q = torch.nn.functional.normalize(t, dim=1)
-    torch.testing.assert_close(v_pca, (approx.bank_[i_pca] * q[:, None]).sum(2), rtol=1e-5, atol=1e-6)
-    # the score is the exact distance wherever the k-th neighbour was found
-    s_pca, s_exact = approx.score({"features": t}), exact.score({"features": t})
-    found = (v_pca[:, -1] - v_exact[:, -1]).abs() < 1e-6
-    assert found.float().mean() >= 0.95
-    np.testing.assert_allclose(s_pca[found].numpy(), naive_knn(x, t, 10)[found.numpy()], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(v, (det.bank_[i] * q[:, None]).sum(2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_knn(x, t, k), rtol=1e-5, atol=1e-6)
 
 
-def test_pca_with_every_candidate_is_exact():
-    x, t = clustered()
-    det = create("knn", k=7, search="pca", dim=3, candidates=100.0, backend="torch").fit({"features": x})
-    assert det.dim_ == 3 and det.projection_.shape == (16, 3)
-    np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_knn(x, t, 7), rtol=1e-5, atol=1e-6)
+def test_half_certificate_sends_near_ties_to_the_exact_pass():
+    """Bank rows that differ from the best ones by less than float16 resolution: the half pass cannot order them,
+    so with few candidates the certificate fails and those queries are searched exactly — results stay exact."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(40, 24, generator=g), dim=1)
+    x = (base.repeat(30, 1) + 1e-5 * torch.randn(1200, 24, generator=g))  # 30 near-copies of each of 40 rows
+    t = base[:20] + 0.01 * torch.randn(20, 24, generator=g)
+    det = create("knn", k=8, search="half", candidates=1.0, backend="torch").fit({"features": x})
+    v, _ = det.neighbours({"features": t})
+    assert det.last_fallbacks > 0
+    torch.testing.assert_close(v.double(), exact_reference(x, t, 8), rtol=0, atol=1e-6)
+    # enough candidates to cover every near-copy: certified without the exact pass
+    det.set_params(candidates=4.0)
+    v, _ = det.neighbours({"features": t})
+    assert det.last_fallbacks == 0
+    torch.testing.assert_close(v.double(), exact_reference(x, t, 8), rtol=0, atol=1e-6)
 
 
-def test_pca_is_deterministic_and_round_trips(tmp_path):
+def test_half_error_bound_holds():
+    x, t = low_rank(n=500, m=300)
+    b = torch.nn.functional.normalize(x, dim=1)
+    q = torch.nn.functional.normalize(t, dim=1) * 3.0  # the bound must also hold off the unit sphere
+    prepared = knn_mod.HalfBank(b)
+    bound = knn_mod.half_error_bound(q, q.half(), prepared)
+    err = ((q.half() @ prepared.low.T).double() - q.double() @ b.double().T).abs().amax(1)
+    assert torch.all(err <= bound) and torch.all(bound < 0.01)
+
+
+def test_half_search_round_trips(tmp_path):
     x, t = low_rank(n=1500, m=100)
-    a = create("knn", k=5, search="pca", seed=3, backend="torch").fit({"features": x})
-    b = create("knn", k=5, search="pca", seed=3, backend="torch").fit({"features": x})
-    assert (a.dim_, a.candidates_, a.calibration_recall_) == (b.dim_, b.candidates_, b.calibration_recall_)
-    assert torch.equal(a.projection_, b.projection_)
-    assert torch.equal(a.score({"features": t}), b.score({"features": t}))
+    a = create("knn", k=5, search="half", backend="torch").fit({"features": x})
     a.save(tmp_path / "knn.safetensors")
     loaded = Detector.load(tmp_path / "knn.safetensors")
-    assert torch.equal(loaded.projection_, a.projection_) and loaded.dim_ == a.dim_
-    assert loaded.candidates_ == a.candidates_
+    assert loaded.get_params() == a.get_params()
     assert torch.equal(loaded.score({"features": t}), a.score({"features": t}))
-
-
-def test_pca_falls_back_to_exact_when_it_cannot_pay():
-    x, t = clustered(n=300)  # isotropic-ish 16-d clusters, tiny bank: the projection is not cheaper
-    det = create("knn", k=5, search="pca", backend="torch").fit({"features": x})
-    assert det.dim_ is None and det.projection_ is None
-    np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_knn(x, t, 5), rtol=1e-5, atol=1e-6)
-    det.set_params(search="exact").fit({"features": x})  # refit clears the projection state
-    assert not hasattr(det, "dim_")
 
 
 def test_errors():
@@ -144,12 +148,8 @@ def test_errors():
         create("knn", search="hnsw").fit({"features": x})
     with pytest.raises(OODLensError, match="sample_ratio"):
         create("knn", sample_ratio=0).fit({"features": x})
-    with pytest.raises(OODLensError, match="dim"):
-        create("knn", search="pca", dim=17).fit({"features": x})
     with pytest.raises(OODLensError, match="candidates"):
-        create("knn", search="pca", candidates=0.5).fit({"features": x})
-    with pytest.raises(OODLensError, match="synthetic_mix"):
-        create("knn", search="pca", synthetic_mix=2).fit({"features": x})
+        create("knn", search="half", candidates=0.5).fit({"features": x})
     det = create("knn", k=5).fit({"features": x})
     det.set_params(k=1000)
     with pytest.raises(OODLensError, match="bank holds"):
