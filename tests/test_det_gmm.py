@@ -101,3 +101,15 @@ def test_singular_tied_covariance_uses_pseudo_determinant():
     x, y, t = data(n=20, d=30, c=3)  # tied covariance of rank <= 17 in 30 dims
     s = create("gmm", reg_covar=0.0).fit({"features": x}, y).score({"features": t})
     np.testing.assert_allclose(s.numpy(), naive_gmm(x, y.numpy(), t, "tied", 0.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance", ["tied", "per_class"])
+def test_scoring_in_many_row_blocks_matches_scipy(covariance, monkeypatch):
+    from oodlens.detectors import _gaussian, gmm
+
+    x, y, t = data()
+    det = create("gmm", covariance=covariance).fit({"features": x}, y)
+    monkeypatch.setattr(_gaussian, "SCORE_BLOCK", 15)  # tied: 3 rows per block (7 blocks, the last one partial)
+    monkeypatch.setattr(gmm, "_PER_CLASS_BLOCK", 45)   # per-class: width C·D = 15, 3 rows per block
+    np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_gmm(x, y.numpy(), t, covariance),
+                               rtol=1e-8, atol=1e-8)

@@ -75,3 +75,12 @@ def test_needs_two_classes():
     x, _, _ = data()
     with pytest.raises(OODLensError, match="2 classes"):
         create("rmds").fit({"features": x}, torch.zeros(len(x), dtype=torch.long))
+
+
+def test_scoring_in_many_row_blocks_matches_naive(monkeypatch):
+    from oodlens.detectors import _gaussian
+
+    x, y, t = data()
+    det = create("rmds").fit({"features": x}, y)
+    monkeypatch.setattr(_gaussian, "SCORE_BLOCK", 40)  # 3 rows per block: 9 blocks, the last one partial
+    np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_rmds(x, y.numpy(), t), rtol=1e-8, atol=1e-8)

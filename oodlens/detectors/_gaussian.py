@@ -5,9 +5,15 @@ Numerics: statistics are accumulated in float64; the covariance is inverted by e
 eigenvalues truncated (a pseudo-inverse, as ``sklearn.covariance.EmpiricalCovariance.precision_`` uses), so more
 dimensions than samples, or a singular covariance, still gives a well-defined distance. Inputs are centred on
 their global mean before the expansion ``|z|² − 2 z·m + |m|²`` to avoid cancellation at large feature norms.
+
+Memory: fitting statistics are accumulated over row blocks of ``_ROWS`` rows (one float64 block at a time, never a
+float64 copy of the whole input); scoring helpers (:func:`centred_products`) work on row blocks of at most
+``SCORE_BLOCK`` numbers in reused buffers, so a detector's peak stays near its input size.
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 
@@ -20,15 +26,29 @@ def num_classes_of(labels: torch.Tensor) -> int:
 
 #: rows per block when accumulating float64 statistics, so memory stays at the input plus one block
 _ROWS = 8192
+#: numbers per work buffer when scoring in row blocks (4 MiB in float32): few, large products, small peak
+SCORE_BLOCK = 1 << 20
 
 
-def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class means (C, D) in float64 and counts (C,). Classes absent from ``labels`` raise."""
+def block_rows(n: int, width: int, budget: int | None = None) -> int:
+    """Rows per block so that a (rows × width) buffer holds at most ``budget`` numbers (default ``SCORE_BLOCK``,
+    read at call time); at least 1, at most n."""
+    return max(1, min(n, (SCORE_BLOCK if budget is None else budget) // max(1, width)))
+
+
+def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means (C, D) in float64 and counts (C,), over the rows where ``mask`` (N,) is True (default:
+    all rows). Classes without a (selected) row raise."""
     c = num_classes if num_classes is not None else num_classes_of(labels)
     sums = torch.zeros(c, x.shape[1], dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[0], _ROWS):
-        sums.index_add_(0, labels[i:i + _ROWS], x[i:i + _ROWS].to(torch.float64))
-    counts = torch.bincount(labels, minlength=c).to(x.device)
+        xi, yi = x[i:i + _ROWS], labels[i:i + _ROWS]
+        if mask is not None:
+            keep = mask[i:i + _ROWS]
+            xi, yi = xi[keep], yi[keep]
+        sums.index_add_(0, yi, xi.to(torch.float64))
+    counts = torch.bincount(labels if mask is None else labels[mask], minlength=c).to(x.device)
     empty = (counts == 0).nonzero().flatten().tolist()
     if empty:
         raise OODLensError(f"classes {empty[:10]} have no training samples; relabel classes to 0..C-1")
@@ -40,7 +60,7 @@ def second_moment(x: torch.Tensor, centre_of_rows) -> torch.Tensor:
     d = x.shape[1]
     acc = torch.zeros(d, d, dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[0], _ROWS):
-        block = x[i:i + _ROWS].to(torch.float64) - centre_of_rows(i, i + _ROWS)
+        block = x[i:i + _ROWS].to(torch.float64, copy=True).sub_(centre_of_rows(i, i + _ROWS))
         acc.addmm_(block.T, block)
     return acc / x.shape[0]
 
@@ -50,12 +70,17 @@ def tied_covariance(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) 
     return second_moment(x, lambda i, j: means[labels[i:j]])
 
 
-def covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and ML covariance (D, D) of ``x`` in float64."""
+def mean64(x: torch.Tensor) -> torch.Tensor:
+    """Column means (D,) of ``x`` (N, D) in float64, block by block (no float64 copy of ``x``)."""
     mu = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[0], _ROWS):
         mu += x[i:i + _ROWS].to(torch.float64).sum(0)
-    mu /= x.shape[0]
+    return mu.div_(x.shape[0])
+
+
+def covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and ML covariance (D, D) of ``x`` in float64."""
+    mu = mean64(x)
     return mu, second_moment(x, lambda i, j: mu)
 
 
@@ -79,3 +104,22 @@ def sq_dist_to_means(z: torch.Tensor, m: torch.Tensor, chunk: int = 16384) -> to
         d += (zi * zi).sum(1, keepdim=True)
         out[i:i + chunk] = d.clamp_min_(0)
     return out
+
+
+def centred_products(z: torch.Tensor, center: torch.Tensor, proj: torch.Tensor,
+                     budget: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, (z[rows] − center) @ proj)`` for consecutive row blocks of ``z`` (N, D), in ``z``'s precision.
+
+    Both the centred rows and the product live in two work buffers allocated once (each at most ``budget``
+    numbers, default ``SCORE_BLOCK``), so the yielded block is overwritten by the next one: reduce it before
+    advancing.
+    """
+    n, d = z.shape
+    rows = block_rows(n, max(d, proj.shape[1]), budget)
+    like = {"dtype": z.dtype, "device": z.device}
+    center, proj = center.to(**like), proj.to(**like)
+    centred, product = torch.empty(rows, d, **like), torch.empty(rows, proj.shape[1], **like)
+    for i in range(0, n, rows):
+        r = min(rows, n - i)
+        c = torch.sub(z[i:i + r], center, out=centred[:r])
+        yield slice(i, i + r), torch.mm(c, proj, out=product[:r])

@@ -23,7 +23,9 @@ covariance; a class whose covariance is zero then has no density and raises.
 
 Computation: statistics and eigendecompositions in float64 (per-class covariances by one batched product over
 zero-padded class segments, no loop over classes); scoring whitens z − μ_total and evaluates every class in one
-batched expansion, chunked over rows so memory stays below ``_BLOCK`` numbers. ``"per_class"`` stores C·D² numbers.
+batched expansion, over row blocks in reused buffers (``_gaussian.centred_products``; blocks of ``SCORE_BLOCK``
+numbers for ``"tied"``, ``_PER_CLASS_BLOCK`` for ``"per_class"``), so memory stays a small fraction of the input.
+``"per_class"`` stores C·D² numbers.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import class_means, covariance, sq_dist_to_means, tied_covariance
+from ._gaussian import centred_products, class_means, covariance, sq_dist_to_means, tied_covariance
 from .base import Detector
 
-_BLOCK = 1 << 24  # numbers per row-chunk intermediate when scoring per-class covariances
+#: numbers per row-block projection when scoring per-class covariances (its width is C·D: larger blocks than the
+#: tied case, so each pass over the C·D² whiteners serves more rows)
+_PER_CLASS_BLOCK = 1 << 22
 _RCOND = 1e-10  # eigenvalues below this fraction of the largest count as zero (as _gaussian.whitener)
 
 
@@ -126,22 +130,22 @@ class GMM(Detector):
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
-        zc = z - self.center_.to(z.dtype)
         mw = self.means_white_.to(z.dtype)
+        log_norm = self.log_norm_.to(z.dtype)
+        out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
         if self.whiten_.ndim == 2:
-            sq = sq_dist_to_means(zc @ self.whiten_.to(z.dtype), mw)
-        else:
-            sq = self._per_class_sq_dist(zc, self.whiten_.to(z.dtype), mw)
-        return -torch.logsumexp(self.log_norm_.to(z.dtype) - 0.5 * sq, dim=1)
+            for rows, p in centred_products(z, self.center_, self.whiten_):
+                out[rows] = self._neg_log_density(sq_dist_to_means(p, mw), log_norm)
+            return out
+        c, d, e = self.whiten_.shape
+        # every class's whitener side by side, (D, C·e), cast and laid out in one copy
+        w_cat = torch.empty(d, c, e, dtype=z.dtype, device=z.device).copy_(self.whiten_.permute(1, 0, 2)).view(d, c * e)
+        for rows, p in centred_products(z, self.center_, w_cat, _PER_CLASS_BLOCK):
+            sq = p.view(-1, c, e).sub_(mw).square_().sum(2)        # ‖W_cᵀ(z − μ) − W_cᵀ(μ_c − μ)‖² per class
+            out[rows] = self._neg_log_density(sq, log_norm)
+        return out
 
     @staticmethod
-    def _per_class_sq_dist(zc: torch.Tensor, w: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
-        """‖W_cᵀ z − W_cᵀ μ_c‖² for every row and class: (N, C), one product per row chunk."""
-        c, d, e = w.shape
-        w_cat = w.permute(1, 0, 2).reshape(d, c * e)
-        rows = max(1, _BLOCK // (c * e))
-        out = torch.empty(zc.shape[0], c, dtype=zc.dtype, device=zc.device)
-        for i in range(0, zc.shape[0], rows):
-            proj = (zc[i:i + rows] @ w_cat).view(-1, c, e)
-            out[i:i + rows] = (proj - mw).square().sum(2)
-        return out
+    def _neg_log_density(sq: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
+        """−logsumexp_c(log_norm_c − ½ sq_c) per row, from the (rows, C) squared whitened distances ``sq``."""
+        return torch.logsumexp(sq.mul_(-0.5).add_(log_norm), dim=1).neg_()

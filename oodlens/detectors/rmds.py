@@ -14,6 +14,9 @@ Both covariances are maximum-likelihood estimates (divided by N) inverted with t
 ``EmpiricalCovariance`` in the reference; singular covariances (more dimensions than samples) are handled by
 ``_gaussian.whitener``. All class distances come from one matrix expansion in whitened coordinates. No
 hyper-parameters besides the feature name.
+
+Scoring runs over row blocks (``_gaussian.centred_products``): each block is centred on μ_0 and projected on both
+whiteners at once, [W | W_0], in reused buffers, so memory stays a small fraction of the input.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._gaussian import class_means, covariance, sq_dist_to_means, tied_covariance, whitener
+from ._gaussian import centred_products, class_means, covariance, sq_dist_to_means, tied_covariance, whitener
 from .base import Detector
 
 
@@ -48,7 +51,10 @@ class RMDS(Detector):
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
-        zc = z - self.center_.to(z.dtype)
-        md_class = sq_dist_to_means(zc @ self.whiten_.to(z.dtype), self.means_white_.to(z.dtype)).amin(1)
-        md_bg = (zc @ self.whiten_bg_.to(z.dtype)).square().sum(1)
-        return md_class - md_bg
+        r = self.whiten_.shape[1]
+        means = self.means_white_.to(z.dtype)
+        out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
+        for rows, p in centred_products(z, self.center_, torch.cat([self.whiten_, self.whiten_bg_], 1)):
+            # p = (z − μ_0) [W | W_0]: the class distances from the first r columns, MD_0 from the others
+            out[rows] = sq_dist_to_means(p[:, :r], means).amin(1).sub_(p[:, r:].square().sum(1))
+        return out
