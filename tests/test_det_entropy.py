@@ -46,3 +46,14 @@ def test_float16():
     s = det.score(Features(logits=f.half()))
     assert s.dtype == torch.float32
     assert torch.allclose(s.double(), _naive(f.half().float()), atol=1e-5)
+
+
+def test_many_row_blocks_and_float64(monkeypatch):
+    from oodlens.detectors import _logit_only
+
+    f = torch.randn(23, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 4
+    f[5] = torch.tensor([300.0, 0, 0, 0, 0, 0, -300.0])  # underflowing probabilities contribute 0
+    monkeypatch.setattr(_logit_only, "LOGIT_BLOCK", 20)  # 2 rows per block: 12 blocks, the last one partial
+    s = _det(f).score(Features(logits=f))
+    assert s.dtype == torch.float64
+    assert torch.allclose(s, _naive(f), atol=1e-12, rtol=1e-12)

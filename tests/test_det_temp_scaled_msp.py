@@ -112,3 +112,20 @@ def test_errors():
         create("temp_scaled_msp", min_temperature=5.0, max_temperature=1.0).fit(Features(logits=f))
     with pytest.raises(OODLensError, match="2 classes"):
         create("temp_scaled_msp").fit(Features(logits=f[:, :1]))
+
+
+def test_many_row_blocks_mixing_underflowing_rows(monkeypatch):
+    from oodlens.detectors import _logit_only
+
+    g = torch.Generator().manual_seed(8)
+    f = 3.0 * torch.randn(31, 6, generator=g)
+    f[::3, 0] += 40.0            # every third row: a top logit far ahead (the others underflow after scaling)
+    f[1, :] = torch.tensor([5.0, 4.99, -30.0, 0.0, 1.0, 2.0])   # near tie and one entry that underflows alone
+    det = create("temp_scaled_msp").fit(Features(logits=f))
+    det.temperature_ = 0.1
+    monkeypatch.setattr(_logit_only, "LOGIT_BLOCK", 24)  # 4 rows per block: 8 blocks, the last one partial
+    s = det.score(Features(logits=f))
+    assert torch.isfinite(s).all()
+    assert torch.allclose(s.double(), _naive_score(f, 0.1), atol=1e-5, rtol=1e-5)
+    low = s[::3]
+    assert (low < math.log(1e-30)).all()  # rows whose 1 − MSP underflows a sum of exps stay exact

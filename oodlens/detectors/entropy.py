@@ -3,9 +3,15 @@ paper; it is the natural companion of the max-softmax baseline of Hendrycks & Gi
 
     p = softmax(f(x)),   score(x) = H(p) = − Σ_c p_c log p_c
 
-Higher entropy = flatter prediction = more OOD, so no sign change is needed. It is computed from the
-log-softmax (H = − Σ_c p_c · log_softmax(f)_c), so probabilities that underflow to zero contribute exactly 0
-and very large logits stay finite. No hyper-parameters and no fitting.
+Higher entropy = flatter prediction = more OOD, so no sign change is needed. With s = f − max_c f_c and
+Z = Σ_c e^{s_c} it is computed as
+
+    H = log Z − (Σ_c e^{s_c} s_c) / Z
+
+(log p_c = s_c − log Z): both terms are ≥ 0, so nothing cancels; a probability that underflows to zero contributes
+exactly 0 (e^{s} = 0 times a finite s) and very large logits stay finite. One pass over row blocks of
+``LOGIT_BLOCK`` numbers in two reused buffers, in the input precision (float16 is scored in float32), so memory
+stays a small fraction of the logits. No hyper-parameters and no fitting.
 """
 
 from __future__ import annotations
@@ -13,13 +19,20 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._logit_only import LogitOnlyDetector
+from ._logit_only import LogitOnlyDetector, map_row_blocks
+
+
+def _entropy_block(f: torch.Tensor, s: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """H(softmax(f)) of one row block, in the work buffers ``s`` and ``e`` (shaped like ``f``)."""
+    torch.sub(f, f.amax(1, keepdim=True), out=s)            # s = f − max ≤ 0
+    z = torch.exp(s, out=e).sum(1)                          # Z = Σ e^s ≥ 1
+    weighted = e.mul_(s).sum(1)                             # Σ e^s s ≤ 0
+    return z.log().sub_(weighted.div_(z))                   # log Z − Σ e^s s / Z
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """H(softmax(logits)) per row, (N,), computed from the log-softmax (0·log 0 counts as 0)."""
-    logp = torch.log_softmax(logits, dim=1)
-    return -(logp.exp() * logp).sum(1)
+    """H(softmax(logits)) per row, (N,), in row blocks (0·log 0 counts as 0)."""
+    return map_row_blocks(logits, _entropy_block, buffers=2)
 
 
 class Entropy(LogitOnlyDetector):

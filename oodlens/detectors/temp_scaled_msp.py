@@ -7,7 +7,14 @@
 
 MSP is a confidence (higher = more ID). The returned score is log(1 − MSP), a strictly increasing function of
 the usual −MSP (identical rankings, AUROC, FPR, thresholds up to the same map), computed without forming
-1 − MSP. Deliberate difference from −MSP: after temperature scaling T* is often < 1, which pushes many MSPs to
+1 − MSP: with s_c = (f_c − max f) / T* and s₂ = max_{c≠ĉ} s_c,
+
+    log(1 − MSP) = log S − log(1 + S),   log S = log Σ_{c≠ĉ} e^{s_c} = s₂ + log Σ_{c≠ĉ} e^{s_c − s₂}
+
+where the last sum lies in [1, C − 1], so nothing underflows however confident the prediction; one pass over
+row blocks of ``LOGIT_BLOCK`` numbers in one reused buffer. (Exponents below log of the smallest normal float
+are raised to it before ``exp``, which is many times slower on underflowing results; the change to the sum is
+below 1e-37 of it.) Deliberate difference from −MSP: after temperature scaling T* is often < 1, which pushes many MSPs to
 exactly 1.0 in float32 and ties them; in log space they stay distinct and finite.
 
 Fitting. ``fit`` sets T = 1 (plain MSP: training logits are over-fitted and would give a biased temperature);
@@ -31,6 +38,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._logit_only import map_row_blocks
 from .base import Detector
 
 _CHUNK = 16384
@@ -46,11 +54,22 @@ def nll_slope(logits: torch.Tensor, labels: torch.Tensor, beta: float, chunk: in
     return total / logits.shape[0]
 
 
-def log1m_max_softmax(z: torch.Tensor) -> torch.Tensor:
-    """log(1 − max_c softmax(z)_c) per row (N,), as the log-sum-exp of the non-maximal entries minus the full one
-    (exact when 1 − max softmax is below float precision; −inf only when there is a single column)."""
-    others = z.scatter(1, z.argmax(1, keepdim=True), float("-inf"))
-    return torch.logsumexp(others, dim=1) - torch.logsumexp(z, dim=1)
+def _log1m_msp_block(f: torch.Tensor, temperature: float, e: torch.Tensor) -> torch.Tensor:
+    """log(1 − max softmax(f / T)) of one row block, in the work buffer ``e`` (shaped like ``f``)."""
+    top, idx = f.max(1, keepdim=True)
+    s = torch.sub(f, top, out=e).div_(temperature).scatter_(1, idx, float("-inf"))  # s_c off the argmax
+    second = s.amax(1, keepdim=True)                                     # the largest of them, s₂ ≤ 0
+    # e^{s_c − s₂}; exponents are floored just above the smallest normal number's log, as exp is many times
+    # slower where its result underflows (a floored term adds < 1e-37 to a sum that is >= 1)
+    s.sub_(second).clamp_min_(math.log(torch.finfo(f.dtype).tiny) + 1.0).exp_().scatter_(1, idx, 0.0)
+    log_s = s.sum(1).log_().add_(second[:, 0])                          # log S = s₂ + log Σ e^{s_c − s₂}
+    return log_s - torch.exp(log_s).log1p_()                            # log S − log(1 + S)
+
+
+def log1m_max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log(1 − max_c softmax(logits / temperature)_c) per row (N,), exact when 1 − max softmax is below float
+    precision (needs at least 2 columns), in row blocks with one reused buffer (no full-size temporary)."""
+    return map_row_blocks(logits, lambda f, e: _log1m_msp_block(f, temperature, e))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, t_min: float = 0.01, t_max: float = 100.0,
@@ -116,4 +135,4 @@ class TempScaledMSP(Detector):
                                             float(self.max_temperature))
 
     def _score(self, x) -> torch.Tensor:
-        return log1m_max_softmax(as_float(x[self.logits]) / self.temperature_)
+        return log1m_max_softmax(as_float(x[self.logits]), float(self.temperature_))
