@@ -131,6 +131,22 @@ def one_run(args, seed: int, device: torch.device) -> dict[str, float]:
     }
 
 
+def profile(args, device: torch.device) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    train, test_id, test_ood = standard_features(args.n_train, args.n_test, args.dim, args.classes, 0, device)
+    test = {"features": torch.cat([test_id, test_ood])}
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for search in ("exact", "half"):
+        det = KNN(k=args.k, search=search, backend="torch", candidates=args.candidates).fit({"features": train})
+        det.score(test)
+        with torch_profile(activities=acts) as prof:
+            det.score(test)
+            _sync(device)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(f"-- {search}\n" + prof.key_averages().table(sort_by=key, row_limit=12))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-train", type=int, default=50_000)
@@ -141,6 +157,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--candidates", type=float, default=2.0, help="half search: candidates per query, × k")
     p.add_argument("--data", default="standard", choices=["standard", "structured"])
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators of one "
+                   "exact and one half score")
     p.add_argument("--ood-fraction", type=float, default=0.5, help="share of OOD rows among the scored ones")
     p.add_argument("--backend", default="torch", choices=["torch", "faiss", "auto"])
     p.add_argument("--device", default="cpu")
@@ -150,6 +168,8 @@ def main() -> None:
           f"backend={args.backend}, device={device}, "
           f"threads={torch.get_num_threads()}, runs={args.runs}")
     runs = [one_run(args, seed, device) for seed in range(args.runs)]
+    if args.profile:
+        profile(args, device)
     for i, r in enumerate(runs):
         print(f"  run {i}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if runs[0][k] is not None}

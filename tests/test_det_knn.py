@@ -80,10 +80,11 @@ def test_select_topk_equals_topk():
     for m, k in ((5000, 10), (5003, 10), (5000, 300), (64, 5)):
         s = torch.randn(9, m, generator=g)
         s[0, -2:] = 50.0  # the best values in the tail columns outside the groups
-        v, i = select_topk(s, k)
         ref, _ = s.topk(k, dim=1)
-        torch.testing.assert_close(v, ref, rtol=0, atol=0)
-        torch.testing.assert_close(s.gather(1, i), ref, rtol=0, atol=0)
+        for strided in (False, True):  # the CPU and the GPU group layouts
+            v, i = select_topk(s, k, strided=strided)
+            torch.testing.assert_close(v, ref, rtol=0, atol=0)
+            torch.testing.assert_close(s.gather(1, i), ref, rtol=0, atol=0)
 
 
 def exact_reference(x, t, k):
@@ -103,13 +104,18 @@ def test_half_search_equals_exact(k):
     np.testing.assert_allclose(det.score({"features": t}).numpy(), naive_knn(x, t, k), rtol=1e-5, atol=1e-6)
 
 
+def near_copies():
+    """30 near-copies (1e-5 apart: below float16 resolution) of each of 40 unit rows, and 20 queries near them."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(40, 24, generator=g), dim=1)
+    x = (base.repeat(30, 1) + 1e-5 * torch.randn(1200, 24, generator=g))
+    return x, base[:20] + 0.01 * torch.randn(20, 24, generator=g)
+
+
 def test_half_certificate_sends_near_ties_to_the_exact_pass():
     """Bank rows that differ from the best ones by less than float16 resolution: the half pass cannot order them,
     so with few candidates the certificate fails and those queries are searched exactly — results stay exact."""
-    g = torch.Generator().manual_seed(0)
-    base = torch.nn.functional.normalize(torch.randn(40, 24, generator=g), dim=1)
-    x = (base.repeat(30, 1) + 1e-5 * torch.randn(1200, 24, generator=g))  # 30 near-copies of each of 40 rows
-    t = base[:20] + 0.01 * torch.randn(20, 24, generator=g)
+    x, t = near_copies()
     det = create("knn", k=8, search="half", candidates=1.0, backend="torch").fit({"features": x})
     v, _ = det.neighbours({"features": t})
     assert det.last_fallbacks > 0
@@ -119,6 +125,22 @@ def test_half_certificate_sends_near_ties_to_the_exact_pass():
     v, _ = det.neighbours({"features": t})
     assert det.last_fallbacks == 0
     torch.testing.assert_close(v.double(), exact_reference(x, t, 8), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [1, 32])
+def test_half_kth_equals_exact_kth(window):
+    """The scoring path re-ranks only the rows whose half products are within 2e(q) of the k-th: its k-th value is
+    the exact one; a window too small for the uncertain rows sends those queries to the exact pass."""
+    for x, t in (low_rank(), near_copies()):
+        b, q = torch.nn.functional.normalize(x, dim=1), torch.nn.functional.normalize(t, dim=1)
+        prepared = knn_mod.HalfBank(b)
+        for k in (1, 8, 20):
+            v, i, fallbacks = knn_mod.half_kth(q, b, prepared, k, 3 * k, window=window)
+            ref = exact_reference(x, t, k)[:, -1]
+            torch.testing.assert_close(v.double(), ref, rtol=0, atol=1e-6)
+            torch.testing.assert_close((b[i] * q).sum(1).double(), ref, rtol=0, atol=1e-6)
+            if window == 1 and k > 1:
+                assert fallbacks > 0
 
 
 def test_half_error_bound_holds():

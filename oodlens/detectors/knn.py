@@ -26,17 +26,21 @@ Search (``search``):
   mantissa mis-orders neighbours at cos ≈ 0.99). Measured: 1.31× the raw inner-product pass (median of 3 runs,
   0.83–1.32×, on 2 shared cores at load ≈ 3–4; ``benchmarks/knn_approx.py``).
 * ``"half"`` — approximate candidates, *certified* exact result: the whole bank is searched with a float16 product
-  (tensor cores on a GPU: about 15× the float32 rate on an H100), the ``candidates``·k best rows of each query are
-  re-ranked with their exact float32 inner products, and the result is checked. Every product s̃ of the half pass
-  lies within e(q) of the true one, with
-      e(q) = ‖q − q̃‖·max‖x‖ + ‖q̃‖·max‖x − x̃‖ + (γ_D + u₁₆)·‖q̃‖·max‖x̃‖ + 2γ_D,   γ_D = D·2⁻²⁴/(1 − D·2⁻²⁴), u₁₆ = 2⁻¹¹
-  (rounding of the query and of the bank to float16, measured exactly; float32 accumulation over D terms; the
-  float16 output; the float32 re-rank), so a row outside the candidates cannot beat the exact k-th similarity t_k
-  found among them when s̃_(last candidate) + e(q) < t_k. Queries that fail this test (near-ties at the candidate
-  boundary) are searched again exactly, so the neighbours' similarities are those of ``"exact"`` (recall 1 up to
-  float32 rounding), whatever the data. ``last_fallbacks`` tells how many rows of the last search needed the
-  exact pass. Worth it where half-precision products are much faster than float32 ones (GPUs; CPUs with AMX); on
-  CPUs without them it is *slower* than ``"exact"`` (measured 0.5× on a 2-core AVX-512 CPU).
+  (tensor cores on a GPU), the best ``candidates``·k rows of each query are kept, and the half products' error bound
+  decides which of them need an exact float32 product. Every half product s̃ lies within e(q) of the true one:
+      e(q) = ‖q − q̃‖·max‖x‖ + ‖q̃‖·max‖x − x̃‖ + (γ_D + u)·‖q̃‖·max‖x̃‖ + 2γ_D,   γ_D = D·2⁻²⁴/(1 − D·2⁻²⁴)
+  (rounding of the query and of the bank to float16, measured exactly; float32 accumulation over D terms; u = 2⁻¹¹
+  for a float16 output, 0 where ``torch.mm(..., out_dtype=torch.float32)`` runs (CUDA); the float32 re-rank).
+  Scoring needs only the k-th neighbour: with the candidates sorted, s̃_1 ≥ … ≥ s̃_w, the true k-th value lies in
+  [s̃_k − e, s̃_k + e], rows with s̃ > s̃_k + 2e are surely above it and rows with s̃ < s̃_k − 2e surely below, so
+  only the few rows in between are re-ranked exactly (``half_kth``). ``neighbours`` re-ranks every candidate
+  (``half_topk``). A query is certified when its last candidate is surely below (so is every row outside); the
+  others — near-ties at the boundary, more uncertain rows than the window — are searched again exactly. The result
+  is therefore the exact search's (recall 1, scores equal up to float32 rounding) whatever the data;
+  ``last_fallbacks`` tells how many rows of the last call needed the exact pass. Measured
+  (``benchmarks/knn_approx.py --device cuda``, fit 50 000 × 512, score 40 000, k = 50, H100): exact 53 ms, half
+  23 ms (2.25×; 2.5× on the structured data), recall 1.0000 on ID and OOD queries, 0–1 of 40 000 rows re-searched.
+  On CPUs without fast float16 products it is *slower* than ``"exact"`` (0.15× on a 2-core AVX-512 CPU).
 
 ``backend="auto"`` uses faiss (``pip install faiss-cpu``; ``IndexFlatIP``) for the exact search when it is
 installed and the features are on the CPU, and the torch code otherwise; ``"torch"`` / ``"faiss"`` force one. The
@@ -59,31 +63,43 @@ _BLOCK_CPU = 1 << 24  # numbers one similarity block may hold (64 MiB in float32
 _BLOCK_CUDA = 1 << 28
 _GROUP = 32  # bank columns per group in the two-step top-k
 _RERANK_BLOCK = 1 << 23  # gathered numbers per re-rank step (fewer, larger ops: faster on a busy CPU)
+_KTH_WINDOW = 32  # most uncertain rows per query re-ranked when only the k-th neighbour is needed
 
 
 def _block(device: torch.device) -> int:
     return _BLOCK_CUDA if device.type == "cuda" else _BLOCK_CPU
 
 
-def select_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s.topk(k, dim=1)`` for a contiguous (n, m) block, through group maxima: the maxima of groups of g
-    consecutive columns (g = 32, fewer when k is large), the k best groups, then the top-k of their k·g columns
-    and the < g tail columns. The k largest group maxima are k distinct elements ≥ every element outside those
-    groups, so the values are ``topk``'s (indices may differ only among exactly tied values)."""
+def select_topk(s: torch.Tensor, k: int, strided: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s.topk(k, dim=1)`` for a contiguous (n, m) block, through group maxima: the maxima of g = 32 groups
+    of columns (fewer when k is large), the k best groups, then the top-k of their k·g columns and the < g tail
+    columns. The k largest group maxima are k distinct elements ≥ every element outside those groups, so the values
+    are ``topk``'s (indices may differ only among exactly tied values). On a CPU a group is g consecutive columns
+    (a cache-friendly inner reduction); on a GPU it is every (m // g)-th column (a coalesced reduction across
+    rows of the view, about 8× faster there than the inner one); ``strided`` overrides the choice."""
     n, m = s.shape
     g = min(_GROUP, m // (4 * k))
     if g < 4 or n == 0:
         return s.topk(k, dim=1)
     full = m // g
-    grouped = s[:, :full * g].view(n, full, g)
-    groups = grouped.amax(2).topk(k, dim=1, sorted=False).indices  # (n, k)
-    vals = grouped.gather(1, groups[:, :, None].expand(n, k, g)).view(n, k * g)
+    strided = s.device.type != "cpu" if strided is None else strided
+    if not strided:
+        grouped = s[:, :full * g].view(n, full, g)
+        groups = grouped.amax(2).topk(k, dim=1, sorted=False).indices  # (n, k)
+        vals = grouped.gather(1, groups[:, :, None].expand(n, k, g)).reshape(n, k * g)
+    else:
+        grouped = s[:, :full * g].view(n, g, full)
+        groups = grouped.amax(1).topk(k, dim=1, sorted=False).indices
+        vals = grouped.gather(2, groups[:, None, :].expand(n, g, k)).reshape(n, g * k)
     if full * g < m:
         vals = torch.cat([vals, s[:, full * g:]], dim=1)
     v, pos = vals.topk(k, dim=1)
     in_group = pos < k * g
-    col = torch.where(in_group, groups.gather(1, (pos // g).clamp_max(k - 1)) * g + pos % g,
-                      pos - k * g + full * g)
+    if not strided:  # position r·g + t ↦ column groups[r]·g + t
+        col = groups.gather(1, (pos // g).clamp_max(k - 1)) * g + pos % g
+    else:  # position t·k + r ↦ column groups[r] + t·full
+        col = groups.gather(1, (pos % k)) + (pos // k).clamp_max(g - 1) * full
+    col = torch.where(in_group, col, pos - k * g + full * g)
     return v, col
 
 
@@ -136,6 +152,17 @@ class HalfBank:
         self.max_err = float(err.max())
         self.max_norm = float(torch.linalg.vector_norm(bank, dim=1).max())
         self.max_low_norm = float(_row_norms(self.low).max())
+        self.float_out = _float_output_supported(bank.device)
+
+
+def _float_output_supported(device: torch.device) -> bool:
+    """Whether ``torch.mm(half, half, out_dtype=torch.float32)`` runs here (CUDA builds of recent torch): products
+    are then written in float32, without the float16 output rounding."""
+    try:
+        a = torch.zeros(2, 2, dtype=torch.float16, device=device)
+        return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
 
 
 def _row_norms(x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +180,8 @@ def half_error_bound(query: torch.Tensor, query_low: torch.Tensor, bank: HalfBan
     gamma = d * 2.0 ** -24 / (1 - d * 2.0 ** -24)
     q_err = torch.linalg.vector_norm(query - query_low.float(), dim=1).double()
     q_low = _row_norms(query_low).double()
-    return (q_err * bank.max_norm + q_low * bank.max_err + (gamma + 2.0 ** -11) * q_low * bank.max_low_norm
+    out_rounding = 0.0 if bank.float_out else 2.0 ** -11  # float32 output: within gamma
+    return (q_err * bank.max_norm + q_low * bank.max_err + (gamma + out_rounding) * q_low * bank.max_low_norm
             + 2 * gamma + 2.0 ** -24)
 
 
@@ -169,43 +197,104 @@ class _ExactHalfReductions:
         torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = self.saved
 
 
+def _half_candidates(query: torch.Tensor, prepared: HalfBank, width: int, block: int):
+    """Blocks of the float16 pass: (first row, query block, half products of its ``width`` best bank rows
+    (sorted, descending), their bank indices, e(q) per row)."""
+    m = prepared.low.shape[0]
+    rows = min(query.shape[0], max(1, block // m))
+    buf = None if prepared.float_out else torch.empty(rows, m, dtype=torch.float16, device=query.device)
+    for i in range(0, query.shape[0], rows):
+        q = query[i:i + rows]
+        q_low = q.half()
+        if prepared.float_out:
+            s = torch.mm(q_low, prepared.low.T, out_dtype=torch.float32)
+        else:
+            s = buf[: q.shape[0]]
+            with _ExactHalfReductions():
+                torch.matmul(q_low, prepared.low.T, out=s)
+        cand_v, cand = select_topk(s, width)
+        yield i, q, cand_v.double(), cand, half_error_bound(q, q_low, prepared)
+
+
+def _exact_at(q: torch.Tensor, bank: torch.Tensor, cols: torch.Tensor, rerank: int) -> torch.Tensor:
+    """Exact float32 inner products of each query row with the bank rows ``cols[row]``: (r, w), computed on
+    row slices of at most ``rerank`` gathered numbers."""
+    r, w = cols.shape
+    d = bank.shape[1]
+    out = q.new_empty(r, w)
+    sub = max(1, rerank // max(w * d, 1))
+    for j in range(0, r, sub):
+        vecs = bank.index_select(0, cols[j:j + sub].flatten()).view(-1, w, d)
+        out[j:j + sub] = torch.bmm(vecs, q[j:j + sub, :, None]).squeeze(2)
+    return out
+
+
 def half_topk(query: torch.Tensor, bank: torch.Tensor, prepared: HalfBank, k: int, candidates: int,
               block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Top-k inner products of unit query rows with the bank, as ``exact_topk``, from a float16 candidate pass:
-    (values (N, k), indices (N, k), number of rows that failed the certificate and were searched exactly)."""
-    n, m, d = query.shape[0], bank.shape[0], bank.shape[1]
+    (values (N, k), indices (N, k), number of rows that failed the certificate and were searched exactly).
+    Every candidate is re-ranked exactly; certified when the last candidate's half product + e(q) < t_k."""
+    n, m = query.shape[0], bank.shape[0]
     if not 1 <= k <= m:
         raise OODLensError(f"k={k} nearest neighbours requested but the bank holds {m} vectors")
     width = min(max(candidates, k), m)
     block = block or _block(query.device)
+    rerank = _RERANK_BLOCK if query.device.type == "cpu" else block  # cache-sized on a CPU, large on a GPU
     vals = torch.empty(n, k, dtype=query.dtype, device=query.device)
     idx = torch.empty(n, k, dtype=torch.long, device=query.device)
     certified = torch.ones(n, dtype=torch.bool, device=query.device)
-    rows = min(n, max(1, block // m))
-    sub = min(rows, max(1, _RERANK_BLOCK // (width * d)))  # rows per re-rank (cache-sized)
-    buf = torch.empty(rows, m, dtype=torch.float16, device=query.device)
-    vec_buf = query.new_empty(sub * width, d)
-    with _ExactHalfReductions():
-        for i in range(0, n, rows):
-            q = query[i:i + rows]
-            q_low = q.half()
-            s = buf[: q.shape[0]]
-            torch.matmul(q_low, prepared.low.T, out=s)
-            cand_v, cand = select_topk(s, width)  # sorted: cand_v[:, -1] is the last candidate's half product
-            bound = half_error_bound(q, q_low, prepared)
-            for j in range(0, q.shape[0], sub):
-                c = cand[j:j + sub]
-                r = c.shape[0]
-                vecs = torch.index_select(bank, 0, c.flatten(), out=vec_buf[: r * width]).view(r, width, d)
-                exact = torch.bmm(vecs, q[j:j + r, :, None]).squeeze(2)
-                v, pos = exact.topk(k, dim=1)
-                vals[i + j:i + j + r], idx[i + j:i + j + r] = v, c.gather(1, pos)
-            if width < m:
-                outside = cand_v[:, -1].double() + bound  # no row outside the candidates exceeds this
-                certified[i:i + rows] = outside < vals[i:i + rows, -1].double()
+    for i, q, cand_v, cand, bound in _half_candidates(query, prepared, width, block):
+        r = q.shape[0]
+        v, pos = _exact_at(q, bank, cand, rerank).topk(k, dim=1)
+        vals[i:i + r], idx[i:i + r] = v, cand.gather(1, pos)
+        if width < m:  # no row outside the candidates exceeds cand_v[:, -1] + e(q)
+            certified[i:i + r] = cand_v[:, -1] + bound < v[:, -1].double()
     failed = (~certified).nonzero().squeeze(1)
     if failed.numel():
         vals[failed], idx[failed] = exact_topk(query[failed], bank, k, block)
+    return vals, idx, int(failed.numel())
+
+
+def half_kth(query: torch.Tensor, bank: torch.Tensor, prepared: HalfBank, k: int, candidates: int,
+             window: int = _KTH_WINDOW, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Only the k-th largest inner product of each unit query row and its bank index, (N,) each, from the float16
+    pass with as few exact products as the error bound allows, and the number of rows searched exactly.
+
+    With the half products sorted, s̃_1 ≥ … ≥ s̃_w, the true k-th value T_k lies in [s̃_k − e, s̃_k + e]; rows with
+    s̃ > s̃_k + 2e are surely above it (``lo`` of them), rows with s̃ < s̃_k − 2e surely below. So T_k is the
+    (k − lo)-th largest exact product among the uncertain rows in between, which alone are re-ranked (a few per
+    query). Certified when the last candidate is surely below and the uncertain rows fit in ``window``."""
+    n, m = query.shape[0], bank.shape[0]
+    if not 1 <= k <= m:
+        raise OODLensError(f"k={k} nearest neighbours requested but the bank holds {m} vectors")
+    width = min(max(candidates, k), m)
+    block = block or _block(query.device)
+    rerank = _RERANK_BLOCK if query.device.type == "cpu" else block
+    vals = torch.empty(n, dtype=query.dtype, device=query.device)
+    idx = torch.empty(n, dtype=torch.long, device=query.device)
+    certified = torch.ones(n, dtype=torch.bool, device=query.device)
+    for i, q, cand_v, cand, bound in _half_candidates(query, prepared, width, block):
+        r = q.shape[0]
+        s_k = cand_v[:, k - 1:k]
+        lo = (cand_v > s_k + 2 * bound[:, None]).sum(1)  # surely above: the first lo positions
+        hi = (cand_v >= s_k - 2 * bound[:, None]).sum(1)  # positions lo … hi-1 are uncertain
+        u = min(window, width, int((hi - lo).max()))
+        pos = (lo[:, None] + torch.arange(u, device=q.device)).clamp_max(width - 1)
+        cols = cand.gather(1, pos)
+        exact = _exact_at(q, bank, cols, rerank)
+        exact[pos >= hi[:, None]] = float("-inf")  # window slots past the uncertain rows
+        v, order = exact.sort(dim=1, descending=True)
+        rank = (k - 1 - lo).clamp(0, u - 1)[:, None]
+        vals[i:i + r] = v.gather(1, rank).squeeze(1)
+        idx[i:i + r] = cols.gather(1, order.gather(1, rank)).squeeze(1)
+        ok = hi - lo <= u
+        if width < m:
+            ok &= hi < width  # the last candidate (and so every row outside) is surely below
+        certified[i:i + r] = ok
+    failed = (~certified).nonzero().squeeze(1)
+    if failed.numel():
+        v, j = exact_topk(query[failed], bank, k, block)
+        vals[failed], idx[failed] = v[:, -1], j[:, -1]
     return vals, idx, int(failed.numel())
 
 
@@ -295,15 +384,19 @@ class KNN(Detector):
         if not 1 <= k <= self.bank_.shape[0]:
             raise OODLensError(f"KNN k={k} but the training bank holds {self.bank_.shape[0]} vectors")
         if self.search == "half":
-            prepared = getattr(self, "_half_bank", None)
-            if prepared is None or prepared.device != q.device:
-                prepared = self._half_bank = HalfBank(self.bank_)
-            v, i, self.last_fallbacks = half_topk(q, self.bank_, prepared, k, math.ceil(self.candidates * k))
+            v, i, self.last_fallbacks = half_topk(q, self.bank_, self._prepared_half(q.device), k,
+                                                  math.ceil(self.candidates * k))
             return v, i
         if self._use_faiss(q.device):
             v, i = self._faiss_index().search(q.contiguous().numpy(), k)
             return torch.from_numpy(v), torch.from_numpy(i).long()
         return exact_topk(q, self.bank_, k)
+
+    def _prepared_half(self, device: torch.device) -> HalfBank:
+        prepared = getattr(self, "_half_bank", None)
+        if prepared is None or prepared.device != device:
+            prepared = self._half_bank = HalfBank(self.bank_)
+        return prepared
 
     def _faiss_index(self):
         if getattr(self, "_index_cache", None) is not None:
@@ -315,5 +408,9 @@ class KNN(Detector):
 
     def _score(self, x) -> torch.Tensor:
         q = F.normalize(as_float(x[self.features]).float(), dim=1)
-        _, idx = self._search(q)
-        return torch.linalg.vector_norm(q - self.bank_[idx[:, self.k - 1]], dim=1)
+        if self.search == "half":  # only the k-th neighbour is needed: fewer exact products
+            _, kth, self.last_fallbacks = half_kth(q, self.bank_, self._prepared_half(q.device), self.k,
+                                                   math.ceil(self.candidates * self.k))
+        else:
+            kth = self._search(q)[1][:, self.k - 1]
+        return torch.linalg.vector_norm(q - self.bank_[kth], dim=1)
