@@ -191,3 +191,32 @@ def test_bad_parameters_raise():
                          ({"alpha": 0}, "alpha"), ({"eu_weight": 0.0}, "eu_weight")]:
         with pytest.raises(OODLensError, match=word):
             OpenMax(**params).fit({"logits": logits}, y)
+
+
+def test_w_score_tails_are_exact_without_subnormal_numbers():
+    tail = [0.3, 0.25, 0.2, 0.1, 0.05]
+    small, ls, inv = fit_weibull_high(torch.tensor([tail], dtype=torch.float64), torch.ones(1, 5, dtype=torch.bool))
+    # the fitted shape is ~1e5, so W falls below 1e-300 about 54 below the shift and reaches 1 just above it
+    d = torch.cat([torch.linspace(-60, -40, 1001), torch.linspace(-3, 1, 2001)]).to(torch.float64)[:, None]
+    got = weibull_cdf_high(d, small, ls, inv)[:, 0].numpy()
+    x = d[:, 0].numpy() + TRANSLATE - min(tail)
+    with np.errstate(over="ignore", under="ignore"):
+        want = -np.expm1(-np.exp((np.log(x) - float(ls)) / float(inv)))
+    tiny = want < 1e-300
+    assert tiny.any() and (want == 1.0).any() and ((want > 1e-300) & (want < 1)).sum() > 100
+    assert (got[tiny] == 0).all()                       # below 1e-300: exactly 0 (never a subnormal number)
+    assert (got[~tiny] >= np.finfo(np.float64).tiny).all()
+    np.testing.assert_allclose(got[~tiny], want[~tiny], rtol=1e-9, atol=0)
+
+
+def test_fit_and_score_in_many_row_blocks_match_naive(monkeypatch):
+    import oodlens.detectors._gaussian as gaussian
+    import oodlens.detectors.openmax as openmax
+
+    monkeypatch.setattr(openmax, "_BLOCK", 12)       # C = 4: 3 rows per block
+    monkeypatch.setattr(openmax, "_FIT_BLOCK", 20)   # 5 rows per block
+    monkeypatch.setattr(gaussian, "_ROWS", 7)        # masked class sums over 7-row blocks
+    logits, y, test = _problem(seed=2)
+    s = OpenMax(tail_size=10, alpha=3).fit({"logits": logits.float()}, y).score({"logits": test.float()})
+    want = _naive(logits.float().double(), y, test.float().double(), 10, 3)
+    assert torch.allclose(s, want, rtol=1e-6, atol=1e-9)

@@ -28,7 +28,12 @@ The reference averages over 10 crops ("channels"); one activation vector per sam
 
 Scores are returned in float64 so that very small unknown-probabilities of ID samples stay distinguishable; they
 are computed in float64 row blocks that reuse two work buffers, and only the top-α entries of each row (the only
-ones with ω_c > 0) get a distance and a Weibull probability. A class
+ones with ω_c > 0) get a distance and a Weibull probability. Fitting streams over row blocks too (masked class
+sums for the MAVs, then distances block by block): no float64 or per-class copy of the training logits, so its
+memory stays a fraction of the input. Arguments of ``exp`` are kept where its result is a normal float64 number
+(float arithmetic on subnormal numbers is about a hundred times slower): W_c values below 1e-300 are set to 0,
+above 1 − e^{−50} to 1, and e^{v̂_c − max} is floored at the smallest normal number; each changes a score by less
+than float64 resolution. A class
 needs at least 2 correctly classified training samples with distinct distances (libMR's fit fails otherwise);
 fitting raises and names the classes.
 """
@@ -41,16 +46,22 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._gaussian import block_rows, class_means
 from .base import Detector
-from .she import correct_class_means
 
 _DISTANCES = ("eucos", "euclidean", "cosine")
 #: libMR's default translate_amount: tail data are shifted to start at this value before the Weibull fit
 TRANSLATE = 10000.0
 _BISECTION_STEPS = 100
 _TINY = 1e-300
-#: numbers per (rows × C) float64 work buffer when scoring in row blocks
-_BLOCK = 1 << 19
+#: numbers per (rows × C) float64 work buffer when scoring in row blocks (4 MiB: few blocks, as each block is
+#: some 40 small operations) and when fitting (2 MiB, a few temporaries per block)
+_BLOCK, _FIT_BLOCK = 1 << 19, 1 << 18
+#: W = 1 − exp(−e^z) is set to 0 where e^z < 1e-300 and is exactly 1 in float64 where e^z > 50: z is clamped to
+#: this range, so exp and expm1 never produce subnormal numbers (their slow path)
+_LOG_W_MIN, _LOG_W_MAX = math.log(1e-300), math.log(50.0)
+#: log of float64's smallest normal number (with a margin): exp of anything below is floored there
+_LOG_NORMAL = math.log(torch.finfo(torch.float64).tiny) + 1.0
 
 
 # -- distances -------------------------------------------------------------------------------------------------
@@ -142,8 +153,9 @@ def weibull_cdf_high(d: torch.Tensor, small: torch.Tensor, log_scale: torch.Tens
     """libMR ``w_score`` of distances ``d`` (N, C) under the per-column models: 1 − exp(−(x/scale)^shape) with
     ``x = d + translate − small``, and 0 where x ≤ 0."""
     x = d + translate - small
-    z = (torch.log(x.clamp_min(_TINY)) - log_scale) / inv_shape
-    return torch.where(x > 0, -torch.expm1(-torch.exp(z)), torch.zeros_like(x))
+    z = torch.log(x.clamp_min(_TINY)).sub_(log_scale).div_(inv_shape).clamp_(_LOG_W_MIN, _LOG_W_MAX)
+    w = z.exp().neg_().expm1_().neg_()
+    return w.masked_fill_((x <= 0) | (z <= _LOG_W_MIN), 0.0)      # below 1e-300: 0 (no subnormal numbers)
 
 
 class OpenMax(Detector):
@@ -175,12 +187,22 @@ class OpenMax(Detector):
 
     def _fit(self, train, labels, head, model) -> None:
         self._check_params()
-        v = as_float(train[self.logits]).to(torch.float64)
+        v = as_float(train[self.logits])
         y = labels.to(v.device)
-        mav = correct_class_means(v, y, v, "OpenMax")
+        n, c = v.shape
+        if int(y.max()) >= c:
+            raise OODLensError(f"OpenMax: labels go up to {int(y.max())} but the logits have only {c} classes")
         ok = v.argmax(1) == y
-        d = distances_to_own_mean(v[ok], mav, y[ok], self.distance, float(self.eu_weight))
-        tails, mask = class_tails(d, y[ok], v.shape[1], int(self.tail_size))
+        empty = (torch.bincount(y[ok], minlength=c) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise OODLensError(f"OpenMax: classes {empty[:10]} have no correctly classified training sample, so they "
+                               "have no mean activation vector; train longer or drop those classes")
+        mav, _ = class_means(v, y, c, mask=ok)                                 # float64 sums, block by block
+        rows = block_rows(n, c, _FIT_BLOCK)
+        d = torch.cat([distances_to_own_mean(v[i:i + rows][ok[i:i + rows]].to(torch.float64), mav,
+                                             y[i:i + rows][ok[i:i + rows]], self.distance, float(self.eu_weight))
+                       for i in range(0, n, rows)])
+        tails, mask = class_tails(d, y[ok], c, int(self.tail_size))
         try:
             small, log_scale, inv_shape = fit_weibull_high(tails, mask)
         except OODLensError as e:
@@ -193,7 +215,7 @@ class OpenMax(Detector):
         self._check_params()
         v = as_float(x[self.logits])
         n, c = v.shape
-        rows = max(1, min(n, _BLOCK // max(1, c)))
+        rows = block_rows(n, c, _BLOCK)
         v_buf, e_buf = (torch.empty(rows, c, dtype=torch.float64, device=v.device) for _ in range(2))
         out = torch.empty(n, dtype=torch.float64, device=v.device)
         for i in range(0, n, rows):
@@ -216,5 +238,5 @@ class OpenMax(Detector):
         unknown = moved.sum(1, keepdim=True)
         v.scatter_(1, idx, top - moved)                                       # v̂: the revised activations
         m = torch.maximum(v.amax(1, keepdim=True), unknown)
-        z = torch.sub(v, m, out=work).exp_().sum(1, keepdim=True) + (unknown - m).exp()
+        z = torch.sub(v, m, out=work).clamp_min_(_LOG_NORMAL).exp_().sum(1, keepdim=True) + (unknown - m).exp()
         return torch.exp(unknown - m - z.log())[:, 0]
