@@ -64,3 +64,15 @@ def test_top_eigenvector_matches_eigh():
     cos = (v * want).sum(1).abs()
     assert torch.allclose(cos[2:], torch.ones(48, dtype=torch.float64), atol=1e-12)
     assert abs(float(cos[0]) - 1) < 1e-6 and torch.equal(v[1], torch.zeros(9, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("c_feat,hw", [(6, (3, 4)), (3, (5, 5))])  # the HW × HW and the C × C Gram matrix
+def test_many_row_blocks_match_naive(c_feat, hw, monkeypatch):
+    import oodlens.detectors.rankfeat as rankfeat
+
+    train, test, (w, b) = _problem(seed=3, c_feat=c_feat, hw=hw)
+    det = create("rankfeat", features="map").fit({"map": train}, head=(w, b))
+    monkeypatch.setattr(rankfeat, "_BLOCK", 4 * (c_feat * int(np.prod(hw)) + 4 * min(c_feat, int(np.prod(hw))) ** 2))
+    got = det.score({"map": test.double()}).numpy()  # 4 rows per block: 4 blocks, the last one partial
+    want = _naive_rankfeat(test.double().numpy(), w.double().numpy(), b.double().numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

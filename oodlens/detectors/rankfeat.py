@@ -17,6 +17,9 @@ variant that needs the model to run layer 4 again); and "pool then head" assumes
 map and the pooling (true for torchvision ResNets; for BiT-style networks with a norm + ReLU before the head, pass
 the map after them). If σ₁ = σ₂ the rank-1 component is not unique (as in the reference).
 
+Memory: only the pooled result is needed, and pool(X − σ₁u₁v₁ᵀ) = mean_HW(X) − σ₁u₁·mean(v₁), so no shaped copy
+of the maps is made; samples are processed in float64 row blocks of ``_BLOCK`` numbers.
+
 Default feature: ``layer4`` (torchvision ResNet naming; extract it with ``pool="none"``).
 """
 
@@ -24,8 +27,13 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import as_float
 from ..errors import OODLensError
-from ._shaping import ShapedEnergy
+from ._gaussian import block_rows
+from ._shaping import ShapedEnergy, head_energy
+
+#: numbers per float64 row block of maps (and their small Gram matrices) when scoring: 8 MiB
+_BLOCK = 1 << 20
 
 
 def top_eigenvector(a: torch.Tensor, max_squarings: int = 64) -> torch.Tensor:
@@ -54,20 +62,31 @@ def top_eigenvector(a: torch.Tensor, max_squarings: int = 64) -> torch.Tensor:
     return v / v.norm(dim=1, keepdim=True).clamp_min(tiny)
 
 
-def remove_rank1(maps: torch.Tensor) -> torch.Tensor:
-    """(N, C, *spatial) with each sample's leading singular component (as a C × HW matrix X) removed.
+def pooled_without_rank1(maps: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """pool(X − σ₁u₁v₁ᵀ) per sample, (N, C) in the maps' dtype, for maps (N, C, *spatial) with X = C × HW.
 
     σ₁u₁v₁ᵀ = X v₁v₁ᵀ = u₁u₁ᵀ X, so only the top eigenvector of the smaller Gram matrix (XᵀX, HW × HW, or XXᵀ,
-    C × C) is needed, computed in float64.
+    C × C) is needed, and the pooled result follows without forming X − σ₁u₁v₁ᵀ:
+    mean_HW(X) − (X v₁)·mean(v₁), or mean_HW(X) − u₁ (u₁ᵀ mean_HW(X)). Computed in float64 over row blocks of
+    about ``budget`` numbers (default ``_BLOCK``), so memory stays a small fraction of the maps.
     """
-    x = maps.flatten(2).to(torch.float64)
-    if x.shape[2] <= x.shape[1]:
-        v = top_eigenvector(x.transpose(1, 2) @ x)  # (N, HW, 1)
-        top = (x @ v) @ v.transpose(1, 2)
-    else:
-        u = top_eigenvector(x @ x.transpose(1, 2))  # (N, C, 1)
-        top = u @ (u.transpose(1, 2) @ x)
-    return (x - top).to(maps.dtype).view_as(maps)
+    n, c = maps.shape[:2]
+    flat = maps.reshape(n, c, -1)
+    hw = flat.shape[2]
+    m = min(c, hw)
+    rows = block_rows(n, c * hw + 4 * m * m, _BLOCK if budget is None else budget)
+    out = torch.empty(n, c, dtype=maps.dtype, device=maps.device)
+    for i in range(0, n, rows):
+        x = flat[i:i + rows].to(torch.float64)
+        mean = x.mean(2)
+        if hw <= c:
+            v = top_eigenvector(x.transpose(1, 2) @ x)                       # (r, HW, 1)
+            mean -= (x @ v)[:, :, 0] * v.mean(1)
+        else:
+            u = top_eigenvector(x @ x.transpose(1, 2))                       # (r, C, 1)
+            mean -= u[:, :, 0] * (mean[:, None, :] @ u)[:, 0]
+        out[i:i + rows] = mean
+    return out
 
 
 class RankFeat(ShapedEnergy):
@@ -83,5 +102,5 @@ class RankFeat(ShapedEnergy):
             raise OODLensError(f"RankFeat needs a spatial feature map (N, C, H, W) for {self.features!r}, got shape "
                                f"{tuple(z.shape)}; extract the layer with pool='none'")
 
-    def _shape(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return remove_rank1(z), None
+    def _score(self, x) -> torch.Tensor:
+        return head_energy(pooled_without_rank1(as_float(x[self.features])), self.head_)
