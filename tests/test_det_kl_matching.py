@@ -83,7 +83,7 @@ def test_huge_logits_stay_finite():
 def test_chunked_templates_equal_one_pass():
     train = _logits(50, 4, 6)
     a, ca = log_mean_softmax_per_predicted_class(train)
-    b, cb = log_mean_softmax_per_predicted_class(train, chunk=7)
+    b, cb = log_mean_softmax_per_predicted_class(train, chunk=7 * 4)  # chunks of 7 rows (C = 4): 8 chunks
     assert torch.equal(ca, cb) and torch.allclose(a, b, atol=1e-12)
 
 

@@ -84,3 +84,16 @@ def test_float16_inputs():
     s = det.score({"features": test.half()})
     assert s.dtype == torch.float32 and torch.isfinite(s).all()
     assert torch.allclose(s.double(), _naive(train.half().double(), test.half().double(), head, 0.01), rtol=1e-4, atol=1e-5)
+
+
+def test_train_mean_is_float64_and_blockwise(monkeypatch):
+    import oodlens.detectors._gaussian as gaussian
+    from oodlens.detectors import create
+
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(23, 5, generator=g) * 1e4 + 3e4
+    head = (torch.randn(3, 5, generator=g), torch.randn(3, generator=g))
+    monkeypatch.setattr(gaussian, "_ROWS", 4)  # 6 blocks, the last one partial
+    det = create("nci").fit({"features": z}, head=head)
+    assert det.train_mean_.dtype == torch.float64
+    assert torch.allclose(det.train_mean_, z.double().mean(0), rtol=1e-14, atol=0)

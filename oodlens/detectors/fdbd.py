@@ -28,6 +28,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._gaussian import mean64
 from .base import Detector, Head
 
 _NORMALIZERS = ("distance", "norm")
@@ -99,7 +100,7 @@ class FDBD(Detector):
             raise OODLensError(f"feature {self.features!r} has D={z.shape[1]} but the head expects D={head.weight.shape[1]}")
         check_distinct_rows(head, "fDBD")
         self.head_ = head
-        self.train_mean_ = z.to(torch.float64).mean(0)
+        self.train_mean_ = mean64(z)  # float64, block by block (no float64 copy of z)
 
     def _score(self, x) -> torch.Tensor:
         self._check_normalizer()

@@ -29,9 +29,11 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._gaussian import block_rows
 from .base import Detector
 
-_CHUNK = 16384
+#: numbers per float64 row chunk when building the templates (2 MiB: a few such temporaries at a time)
+_CHUNK = 1 << 18
 #: numbers per scoring block: few, large operations on reused buffers
 _SCORE_BLOCK = 1 << 20
 
@@ -39,15 +41,16 @@ _SCORE_BLOCK = 1 << 20
 def log_mean_softmax_per_predicted_class(logits: torch.Tensor, chunk: int = _CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """Log of the mean softmax of the rows predicted as each class, float64 (K, C), and those classes (K,).
 
-    Two passes over row chunks: per (class, column) maxima of the log-softmax, then sums of
-    ``exp(log p − max)``, so the (C, C) statistics are exact in log space and memory stays O(chunk · C).
+    Two passes over row chunks of about ``chunk`` numbers: per (class, column) maxima of the log-softmax, then sums
+    of ``exp(log p − max)``, so the (C, C) statistics are exact in log space and memory stays O(chunk).
     """
     n, c = logits.shape
     dev = logits.device
+    rows = block_rows(n, c, chunk)
     top = torch.full((c, c), float("-inf"), dtype=torch.float64, device=dev)
     counts = torch.zeros(c, dtype=torch.float64, device=dev)
-    for i in range(0, n, chunk):
-        logp = torch.log_softmax(logits[i:i + chunk].to(torch.float64), dim=1)
+    for i in range(0, n, rows):
+        logp = torch.log_softmax(logits[i:i + rows].to(torch.float64), dim=1)
         pred = logp.argmax(1)
         top.scatter_reduce_(0, pred[:, None].expand(-1, c), logp, reduce="amax")
         counts += torch.bincount(pred, minlength=c).to(torch.float64)
@@ -56,10 +59,10 @@ def log_mean_softmax_per_predicted_class(logits: torch.Tensor, chunk: int = _CHU
         raise OODLensError("KL-Matching needs at least one reference sample to build class templates, got none")
     safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # rows of absent classes
     sums = torch.zeros(c, c, dtype=torch.float64, device=dev)
-    for i in range(0, n, chunk):
-        logp = torch.log_softmax(logits[i:i + chunk].to(torch.float64), dim=1)
+    for i in range(0, n, rows):
+        logp = torch.log_softmax(logits[i:i + rows].to(torch.float64), dim=1)
         pred = logp.argmax(1)
-        sums.index_add_(0, pred, (logp - safe_top[pred]).exp())
+        sums.index_add_(0, pred, logp.sub_(safe_top[pred]).exp_())
     log_mean = sums.log() + safe_top - counts.clamp_min(1).log()[:, None]
     return log_mean[present], present
 

@@ -23,6 +23,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._gaussian import mean64
 from .base import Detector
 
 _TINY = 1e-12
@@ -48,7 +49,7 @@ class NCI(Detector):
         if z.shape[1] != head.weight.shape[1]:
             raise OODLensError(f"feature {self.features!r} has D={z.shape[1]} but the head expects D={head.weight.shape[1]}")
         self.head_ = head
-        self.train_mean_ = z.to(torch.float64).mean(0)
+        self.train_mean_ = mean64(z)  # float64, block by block (no float64 copy of z)
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
