@@ -103,11 +103,13 @@ def select_topk(s: torch.Tensor, k: int, strided: bool | None = None) -> tuple[t
     return v, col
 
 
-def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int,
-               block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int, block: int | None = None,
+               normalise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest inner products of each query row with the bank rows, and their bank indices: (N, k) each,
     sorted descending. Blocks of ``block`` numbers at most; the bank is split into column blocks only when one
-    query row against the whole bank would not fit."""
+    query row against the whole bank would not fit. ``normalise``: the query rows are L2-normalised block by
+    block (no normalised copy of the whole query)."""
+    unit = F.normalize if normalise else (lambda z, dim: z)
     n, m = query.shape[0], bank.shape[0]
     if not 1 <= k <= m:
         raise OODLensError(f"k={k} nearest neighbours requested but the bank holds {m} vectors")
@@ -119,13 +121,13 @@ def exact_topk(query: torch.Tensor, bank: torch.Tensor, k: int,
         buf = query.new_empty(rows, m)
         for i in range(0, n, rows):
             s = buf[: min(rows, n - i)]
-            torch.matmul(query[i:i + rows], bank.T, out=s)
+            torch.matmul(unit(query[i:i + rows], dim=1), bank.T, out=s)
             vals[i:i + rows], idx[i:i + rows] = select_topk(s, k)
         return vals, idx
     cols = max(k, block // 1024)
     rows = max(1, block // (cols + k))
     for i in range(0, n, rows):
-        q = query[i:i + rows]
+        q = unit(query[i:i + rows], dim=1)
         best_v = best_i = None
         for j in range(0, m, cols):
             s = q @ bank[j:j + cols].T
@@ -298,6 +300,16 @@ def half_kth(query: torch.Tensor, bank: torch.Tensor, prepared: HalfBank, k: int
     return vals, idx, int(failed.numel())
 
 
+def kth_distance(z: torch.Tensor, bank: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
+    """‖ẑ_i − bank[kth_i]‖ per row with ẑ = z/‖z‖, computed directly (no cancellation in 2 − 2cos), in row blocks
+    of 2²⁰ numbers so that no second copy of the queries is made."""
+    out = z.new_empty(z.shape[0])
+    rows = max(1, (1 << 20) // max(z.shape[1], 1))
+    for i in range(0, z.shape[0], rows):
+        out[i:i + rows] = torch.linalg.vector_norm(F.normalize(z[i:i + rows], dim=1) - bank[kth[i:i + rows]], dim=1)
+    return out
+
+
 def _faiss():
     try:
         import faiss  # noqa: PLC0415
@@ -407,10 +419,13 @@ class KNN(Detector):
         return index
 
     def _score(self, x) -> torch.Tensor:
-        q = F.normalize(as_float(x[self.features]).float(), dim=1)
+        z = as_float(x[self.features]).float()
         if self.search == "half":  # only the k-th neighbour is needed: fewer exact products
-            _, kth, self.last_fallbacks = half_kth(q, self.bank_, self._prepared_half(q.device), self.k,
+            _, kth, self.last_fallbacks = half_kth(F.normalize(z, dim=1), self.bank_,
+                                                   self._prepared_half(z.device), self.k,
                                                    math.ceil(self.candidates * self.k))
-        else:
-            kth = self._search(q)[1][:, self.k - 1]
-        return torch.linalg.vector_norm(q - self.bank_[kth], dim=1)
+        elif self._use_faiss(z.device):
+            kth = self._search(F.normalize(z, dim=1))[1][:, self.k - 1]
+        else:  # queries normalised block by block: no normalised copy of the whole input
+            kth = exact_topk(z, self.bank_, self.k, normalise=True)[1][:, self.k - 1]
+        return kth_distance(z, self.bank_, kth)
