@@ -17,7 +17,8 @@ the two regularisers on validation data (``distance_as_normalizer`` in {True, Fa
 Vectorised over classes: the (C, C) table of ‖w_i − w_c‖ comes from ‖w_i‖² + ‖w_j‖² − 2 w_i·w_j in float64 at
 score time (one C×C×D product, no loop over classes); each sample then divides its logit gaps by the row of its
 predicted class. Scored in the input precision (float64 features give float64 scores; float32 and float16 give
-float32), in row blocks that reuse their work buffers, so memory stays bounded. A head with two identical weight
+float32), in row blocks that reuse their work buffers, so memory stays bounded; μ_train is accumulated in float64
+over row blocks at fit (no float64 copy of the training features). A head with two identical weight
 rows has no boundary between those classes and is refused at fit; ‖z − μ_train‖ is clamped at 1e-12 so a feature
 exactly at the mean gives a large finite score instead of a division by zero.
 """

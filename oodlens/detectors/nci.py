@@ -14,7 +14,7 @@ raw (uncentred) feature's L1 norm. Default α = 1e-4 and the sweep [1e-4, 1e-3, 
 from OpenOOD's configs/postprocessors/nci.yml, where α is chosen on validation data. ‖z − μ_G‖ is clamped at
 1e-12 so a feature exactly at the mean stays finite. Scored in the input precision (float64 features give
 float64 scores; float32 and float16 give float32), in row blocks that reuse three work buffers, so memory stays
-bounded and no N×D copy is made.
+bounded and no N×D copy is made; μ_G is accumulated in float64 over row blocks at fit (no float64 copy either).
 """
 
 from __future__ import annotations
