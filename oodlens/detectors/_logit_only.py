@@ -10,8 +10,9 @@ import torch
 from ._gaussian import block_rows
 from .base import Detector
 
-#: numbers per (rows × C) work buffer when scoring logits in row blocks (1 MiB in float32)
-LOGIT_BLOCK = 1 << 18
+#: numbers per (rows × C) work buffer when scoring logits in row blocks (4 MiB in float32): few blocks, as each is
+#: a handful of elementwise operations (many small ones cost more, above all on a busy machine)
+LOGIT_BLOCK = 1 << 20
 
 
 def map_row_blocks(x: torch.Tensor, block_fn: Callable[..., torch.Tensor], buffers: int = 1,

@@ -59,9 +59,9 @@ def _log1m_msp_block(f: torch.Tensor, temperature: float, e: torch.Tensor) -> to
     top, idx = f.max(1, keepdim=True)
     s = torch.sub(f, top, out=e).div_(temperature).scatter_(1, idx, float("-inf"))  # s_c off the argmax
     second = s.amax(1, keepdim=True)                                     # the largest of them, s₂ ≤ 0
-    # e^{s_c − s₂}; exponents are floored just above the smallest normal number's log, as exp is many times
-    # slower where its result underflows (a floored term adds < 1e-37 to a sum that is >= 1)
-    s.sub_(second).clamp_min_(math.log(torch.finfo(f.dtype).tiny) + 1.0).exp_().scatter_(1, idx, 0.0)
+    # e^{s_c − s₂}; exponents (the argmax's −inf included) are floored just above the smallest normal number's
+    # log, as exp is many times slower where its result underflows: a floored term adds < 1e-37 to a sum >= 1
+    s.sub_(second).clamp_min_(math.log(torch.finfo(f.dtype).tiny) + 1.0).exp_()
     log_s = s.sum(1).log_().add_(second[:, 0])                          # log S = s₂ + log Σ e^{s_c − s₂}
     return log_s - torch.exp(log_s).log1p_()                            # log S − log(1 + S)
 
