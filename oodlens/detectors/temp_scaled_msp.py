@@ -14,8 +14,8 @@ the usual −MSP (identical rankings, AUROC, FPR, thresholds up to the same map)
 where the last sum lies in [1, C − 1], so nothing underflows however confident the prediction; one pass over
 row blocks of ``LOGIT_BLOCK`` numbers in one reused buffer. (Exponents below log of the smallest normal float
 are raised to it before ``exp``, which is many times slower on underflowing results; the change to the sum is
-below 1e-37 of it.) Deliberate difference from −MSP: after temperature scaling T* is often < 1, which pushes many MSPs to
-exactly 1.0 in float32 and ties them; in log space they stay distinct and finite.
+below 1e-37 of it.) Deliberate difference from −MSP: after temperature scaling T* is often < 1, which pushes
+many MSPs to exactly 1.0 in float32 and ties them; in log space they stay distinct and finite.
 
 Fitting. ``fit`` sets T = 1 (plain MSP: training logits are over-fitted and would give a biased temperature);
 ``fit_validation`` (``validation_needs = "id"``) fits T on held-out ID validation logits and labels, as Guo et al.
