@@ -123,3 +123,14 @@ def centred_products(z: torch.Tensor, center: torch.Tensor, proj: torch.Tensor,
         r = min(rows, n - i)
         c = torch.sub(z[i:i + r], center, out=centred[:r])
         yield slice(i, i + r), torch.mm(c, proj, out=product[:r])
+
+
+def min_sq_distance(z: torch.Tensor, center: torch.Tensor, whiten: torch.Tensor, means_white: torch.Tensor
+                    ) -> torch.Tensor:
+    """min_c ‖(z − center)·W − m_c‖² per row of ``z`` (N,), in ``z``'s precision, over row blocks in reused
+    buffers (``centred_products``): no whitened copy of the whole input."""
+    out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
+    means = means_white.to(z.dtype)
+    for rows, p in centred_products(z, center, whiten):
+        out[rows] = sq_dist_to_means(p, means).amin(1)
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._gaussian import class_means, sq_dist_to_means, tied_covariance, whitener
+from ._gaussian import class_means, min_sq_distance, tied_covariance, whitener
 from .base import Detector
 
 
@@ -37,5 +37,4 @@ class Mahalanobis(Detector):
         self.means_white_ = ((means - self.center_) @ w).to(torch.float32)
 
     def _score(self, x) -> torch.Tensor:
-        z = (x[self.features] - self.center_.to(x[self.features].dtype)) @ self.whiten_
-        return sq_dist_to_means(z, self.means_white_).amin(1)
+        return min_sq_distance(x[self.features], self.center_, self.whiten_, self.means_white_)

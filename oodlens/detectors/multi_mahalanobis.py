@@ -39,7 +39,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import class_means, sq_dist_to_means, tied_covariance, whitener
+from ._gaussian import class_means, min_sq_distance, tied_covariance, whitener
 from ._shaping import pool_spatial
 from .base import Detector
 
@@ -78,10 +78,9 @@ class MultiLayerMahalanobis(Detector):
         """M_l(x) for every row and layer, (N, L)."""
         cols = []
         for i, name in enumerate(self.layers):
-            center = getattr(self, f"center_{i}_")
             z = pool_spatial(as_float(x[name]))
-            w = (z - center.to(z.dtype)) @ getattr(self, f"whiten_{i}_").to(z.dtype)
-            cols.append(-0.5 * sq_dist_to_means(w, getattr(self, f"means_white_{i}_").to(z.dtype)).amin(1))
+            cols.append(-0.5 * min_sq_distance(z, getattr(self, f"center_{i}_"), getattr(self, f"whiten_{i}_"),
+                                               getattr(self, f"means_white_{i}_")))
         return torch.stack(cols, 1)
 
     def _set_equal_weights(self, s: torch.Tensor) -> None:
