@@ -69,8 +69,8 @@ class Relation(Detector):
         power, thres = float(self.power), float(self.threshold)
 
         def edges(rows: slice, cols: slice) -> torch.Tensor:
-            rel = (z[rows] @ bank_z[cols].T).clamp_min_(0) * (p[rows] @ bank_p[cols].T)
-            rel = torch.where(rel > thres, rel, torch.zeros((), dtype=rel.dtype, device=rel.device))
+            rel = (z[rows] @ bank_z[cols].T).clamp_min_(0).mul_(p[rows] @ bank_p[cols].T)  # in place: 2 blocks
+            rel.mul_(rel > thres)  # edges at or below τ are dropped
             return rel if power == 1 else rel.pow_(power)
 
         return -sum_over_bank(z, bank_z, edges)
