@@ -8,6 +8,8 @@ from scipy.special import logsumexp
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
 
+from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+
 
 def _problem(seed=0, n=50, d=10, c=4):
     g = torch.Generator().manual_seed(seed)
@@ -26,7 +28,7 @@ def _naive_dice(train, test, w, b, p):
 
 
 @pytest.mark.parametrize("p", [0, 30, 70, 90, 99])
-def test_matches_naive(p):
+def test_matches_naive(p, cpu_path):
     train, test, (w, b) = _problem()
     det = create("dice", p=p).fit({"features": train}, head=(w, b))
     got = det.score({"features": test}).numpy()
@@ -35,7 +37,7 @@ def test_matches_naive(p):
     assert det.kept_fraction_ == pytest.approx(kept)
 
 
-def test_p0_keeps_all_but_the_smallest_and_edge_cases():
+def test_p0_keeps_all_but_the_smallest_and_edge_cases(cpu_path):
     train, test, head = _problem(1)
     det = create("dice", p=0).fit({"features": train}, head=head)
     assert det.kept_fraction_ == pytest.approx(1 - 1 / 40)

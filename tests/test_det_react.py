@@ -9,6 +9,8 @@ from oodlens.detectors import create
 from oodlens.detectors._shaping import percentile
 from oodlens.errors import OODLensError
 
+from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+
 
 def _problem(seed=0, n=60, d=12, c=5):
     g = torch.Generator().manual_seed(seed)
@@ -28,7 +30,7 @@ def _naive_react(train, test, w, b, p):
 
 
 @pytest.mark.parametrize("p", [90, 50, 99.5, 0, 100])
-def test_matches_naive(p):
+def test_matches_naive(p, cpu_path):
     train, test, (w, b) = _problem()
     det = create("react", percentile=p).fit({"features": train}, head=(w, b))
     got = det.score({"features": test}).numpy()
@@ -44,7 +46,7 @@ def test_percentile_equals_numpy(q):
                                rtol=1e-12)
 
 
-def test_float16_and_huge_norms():
+def test_float16_and_huge_norms(cpu_path):
     train, test, head = _problem(1)
     det = create("react").fit({"features": train}, head=head)
     s32 = det.score({"features": test})
@@ -62,3 +64,25 @@ def test_errors():
         create("react").fit({"features": train})
     with pytest.raises(OODLensError, match="channels"):
         create("react").fit({"features": train[:, :5]}, head=head)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_clip_equals_numpy_kernel(dtype):
+    """The compiled min(z, c) equals the numpy kernel and the torch path exactly, at c itself too."""
+    import oodlens.detectors._shaping as shaping
+
+    kernels = shaping.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    train, test, head = _problem(2)
+    det = create("react").fit({"features": train.to(dtype)}, head=head)
+    c = torch.tensor(det.threshold_, dtype=dtype)
+    rows = torch.cat([test.to(dtype), -test.to(dtype) * 1e30, torch.full((1, 12), det.threshold_, dtype=dtype),
+                      torch.nextafter(c, c + 1).expand(1, 12)])
+    a = rows.numpy()
+    want = np.full_like(a, np.nan)
+    det._shape_block_cpu(a, want, shaping.Workspace())
+    got = np.full_like(a, np.nan)
+    det._shape_block_compiled(kernels, a, got)
+    np.testing.assert_array_equal(got, want)
+    torch.testing.assert_close(torch.from_numpy(got), det._shape(rows)[0], rtol=0, atol=0)

@@ -8,6 +8,8 @@ from scipy.special import logsumexp
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
 
+from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+
 
 def _problem(seed=0, shape=(12,), c=5):
     g = torch.Generator().manual_seed(seed)
@@ -32,7 +34,7 @@ def _naive_scale(test, w, b, p):
 
 @pytest.mark.parametrize("shape", [(12,), (6, 3, 2)])
 @pytest.mark.parametrize("p", [0, 50, 85, 95])
-def test_matches_naive(shape, p):
+def test_matches_naive(shape, p, cpu_path):
     train, test, (w, b) = _problem(shape=shape)
     det = create("scale", percentile=p).fit({"features": train}, head=(w, b))
     got = det.score({"features": test}).numpy()
@@ -40,7 +42,7 @@ def test_matches_naive(shape, p):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_default_and_edge_cases():
+def test_default_and_edge_cases(cpu_path):
     assert create("scale").percentile == 85
     train, test, head = _problem(2)
     test = test.clone()

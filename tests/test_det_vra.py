@@ -8,6 +8,8 @@ from scipy.special import logsumexp
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
 
+from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+
 
 def _problem(seed=0, n=60, d=9, c=4):
     g = torch.Generator().manual_seed(seed)
@@ -35,7 +37,7 @@ def _naive_vra(train, test, w, b, qa, qb, gamma):
 
 
 @pytest.mark.parametrize("qa,qb,gamma", [(60, 90, 0.0), (60, 95, 0.6), (0, 100, 0.0), (30, 30, 0.2)])
-def test_matches_naive(qa, qb, gamma):
+def test_matches_naive(qa, qb, gamma, cpu_path):
     train, test, (w, b) = _problem()
     det = create("vra", alpha_percentile=qa, beta_percentile=qb, gamma=gamma).fit({"features": train}, head=(w, b))
     got = det.score({"features": test}).numpy()
@@ -44,7 +46,7 @@ def test_matches_naive(qa, qb, gamma):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_edge_cases():
+def test_edge_cases(cpu_path):
     train, test, head = _problem(1)
     s = create("vra").fit({"features": train}, head=head).score({"features": test})
     s16 = create("vra").fit({"features": train.half()}, head=head).score({"features": test.half()})
@@ -54,3 +56,27 @@ def test_edge_cases():
         create("vra", alpha_percentile=95, beta_percentile=90).fit({"features": train}, head=head)
     with pytest.raises(OODLensError, match="gamma"):
         create("vra", gamma=float("nan")).fit({"features": train}, head=head)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_clip_equals_numpy_kernel(gamma, dtype):
+    """The compiled clip writes the numpy kernel's values exactly, also at the thresholds themselves, for
+    negative values and huge magnitudes."""
+    import oodlens.detectors._shaping as shaping
+
+    kernels = shaping.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    train, test, head = _problem(2)
+    det = create("vra", gamma=gamma).fit({"features": train.to(dtype)}, head=head)
+    lo, hi = det.lower_, det.upper_
+    rows = torch.cat([test.to(dtype), -test.to(dtype), test.to(dtype) * 1e30, lo[None], hi[None], (hi + gamma)[None],
+                      torch.nextafter(lo, hi)[None], torch.nextafter(hi, lo)[None]])
+    a = rows.numpy()
+    want = np.full_like(a, np.nan)
+    det._shape_block_cpu(a, want, shaping.Workspace())
+    got = np.full_like(a, np.nan)
+    det._shape_block_compiled(kernels, a, got)
+    np.testing.assert_array_equal(got, want)
+    torch.testing.assert_close(torch.from_numpy(got), det._shape(rows)[0], rtol=0, atol=0)

@@ -7,16 +7,19 @@ where h is the shaped (and pooled) feature vector and s(x) an optional per-sampl
 SCALE multiply the features by e^{s1/s2}; it is applied to W h in float64, so a large factor cannot overflow
 the float32 features).
 
-Speed on the CPU: the shaping is elementwise and per-row work that, done as a chain of whole-tensor torch ops, costs
-several full-size temporaries (each a fresh allocation) and one thread synchronisation per op. There, detectors
-implement ``_shape_block_cpu``: numpy kernels run on row blocks of about ``BLOCK_ELEMENTS`` numbers (temporaries
-stay small and in cache) and write the shaped rows into a reused buffer of ``HEAD_BLOCK_ELEMENTS`` numbers, which
-then goes through the head in one matrix product. Other devices use the torch ``_shape`` (the same values, checked by the tests).
+Speed on the CPU. Done as a chain of whole-tensor torch ops, the shaping costs several full-size temporaries and
+one thread synchronisation per op, and its order statistics (ASH, SCALE) a ``torch.topk`` / ``kthvalue``, several
+times the head product. Detectors that implement ``_shape_block_compiled`` are scored by blocks of
+``COMPILED_BLOCK_ELEMENTS`` numbers: compiled numba kernels (:mod:`._select`: per-row selection by counting,
+fused with the shaping; an element-wise clip), run on the block's rows in ``torch.get_num_threads()`` threads,
+write the shaped rows into a reused buffer, which goes through the head in one matrix product while it is in
+cache; the energy is one ``logsumexp`` over all logits at the end. Where numba is not installed (or
+``USE_COMPILED`` is off) ``_shape_block_cpu`` does it with numpy kernels (``numpy.partition`` selection) on row
+blocks; other devices use the torch ``_shape``. The three give the same kept sets and values (the tests check it;
+float64 sums may differ in the last bits by their order).
 
 Also here: an exact ``numpy.percentile`` (linear interpolation) for tensors of any size, and the per-row k-th
-largest value and top-k sum that ASH and SCALE share. Both need order statistics, i.e. a selection: on the CPU
-it is numpy's ``partition`` (introselect, SIMD-accelerated in numpy ≥ 2), several times faster than
-``torch.kthvalue`` / ``torch.topk``, which are used on other devices. The selected values are the same.
+largest value and top-k sum that ASH and SCALE share.
 """
 
 from __future__ import annotations
@@ -35,6 +38,28 @@ from .base import Detector, Head
 BLOCK_ELEMENTS = 1 << 19
 #: numbers per row block of the CPU head product (32 MiB in float32): few, large matrix products
 HEAD_BLOCK_ELEMENTS = 1 << 23
+#: numbers per row block of the compiled CPU path (128 MiB in float32): as few blocks as memory allows, since each
+#: hand-over from torch's threads to the kernels' costs (torch's OpenMP workers spin a while after every op)
+COMPILED_BLOCK_ELEMENTS = 1 << 25
+#: use the compiled (numba) CPU kernels where numba is installed; False: the numpy kernels (tests check both)
+USE_COMPILED = True
+_compiled_module = None
+
+
+def compiled_kernels():
+    """The :mod:`._select` kernel module (imported on first use), or None if ``USE_COMPILED`` is off or numba is
+    not installed."""
+    global _compiled_module
+    if not USE_COMPILED:
+        return None
+    if _compiled_module is None:
+        try:
+            from . import _select
+        except ImportError:  # numba missing: the numpy kernels do the work
+            _compiled_module = False
+        else:
+            _compiled_module = _select
+    return _compiled_module or None
 
 
 # -- order statistics -------------------------------------------------------------------------------------------
@@ -105,6 +130,58 @@ def top_k_mask_np(a: np.ndarray, k: int, threshold: np.ndarray, tied: np.ndarray
         np.put_along_axis(fixed, index, True, axis=1)
         mask[rows] = fixed
     return mask
+
+
+def top_k_rows_compiled(kernels, a: np.ndarray, k: int, mode: int, out: np.ndarray | None, sums: bool = True
+                        ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Compiled per-row selection (:func:`._select.topk_rows`) of a C-contiguous (B, n) block, fused with the
+    shaping ``mode`` (``kernels.PRUNE`` / ``BINARISE`` write ``out``; ``STATS`` does not), on the torch thread
+    count. Returns s1 = row sums and s2 = top-k sums (float64; None unless ``sums``), the kept-set thresholds and
+    the tied rows (more than k entries reach the k-th largest value, which is then the threshold); see
+    :func:`top_k_threshold_sum_np`."""
+    rows = a.shape[0]
+    s1, s2 = np.empty(rows if sums else 0), np.empty(rows if sums else 0)
+    threshold, tied = np.empty(rows, dtype=a.dtype), np.empty(rows, dtype=bool)
+    ints = a.view(np.int32 if a.dtype == np.float32 else np.int64)
+    target = np.empty((0, a.shape[1]), dtype=a.dtype) if out is None else out
+
+    def part(sl: slice) -> None:
+        scratch = np.zeros(1, dtype=a.dtype)
+        kernels.topk_rows(a[sl], ints[sl], k, mode, sums, target if out is None else target[sl],
+                          s1[sl] if sums else s1, s2[sl] if sums else s2, threshold[sl], tied[sl], scratch,
+                          scratch.view(ints.dtype))
+    kernels.run_rows(part, rows, torch.get_num_threads())
+    return (s1, s2, threshold, tied) if sums else (None, None, threshold, tied)
+
+
+def keep_top_k_of_tied_rows(a: np.ndarray, out: np.ndarray, k: int, rows: np.ndarray,
+                            value: np.ndarray | None = None) -> None:
+    """On the given rows of a shaped block, keep exactly the k entries that ``torch.topk`` keeps (ties at the k-th
+    value): ``out`` = a there (or the row's ``value``, ASH-B), 0 elsewhere."""
+    if rows.size == 0:
+        return
+    index = torch.topk(torch.from_numpy(a[rows]), k, dim=1).indices.numpy()
+    fixed = np.zeros((rows.size, a.shape[1]), dtype=a.dtype)
+    if value is None:
+        np.put_along_axis(fixed, index, np.take_along_axis(a[rows], index, axis=1), axis=1)
+    else:
+        np.put_along_axis(fixed, index, value[:, None].astype(a.dtype), axis=1)
+    out[rows] = fixed
+
+
+def clip_rows_compiled(kernels, a: np.ndarray, lower: np.ndarray | None, upper: np.ndarray, gamma: float,
+                       out: np.ndarray) -> None:
+    """Compiled VRA / ReAct shaping (:func:`._select.clip_rows`) of a C-contiguous (B, D) block into ``out``, in
+    a's precision: h = 0 where a < lower (no lower bound if None), else a + γ; upper where h > upper + γ."""
+    dtype = a.dtype.type
+    upper = np.ascontiguousarray(upper, dtype=a.dtype)
+    lower = np.full_like(upper, np.finfo(a.dtype).min) if lower is None else np.ascontiguousarray(lower, a.dtype)
+    g = dtype(gamma)
+    upper_gamma = upper + g  # computed in a's precision, as the torch path does
+
+    def part(sl: slice) -> None:
+        kernels.clip_rows(a[sl], lower, upper, upper_gamma, g, out[sl])
+    kernels.run_rows(part, a.shape[0], torch.get_num_threads())
 
 
 # -- percentiles ------------------------------------------------------------------------------------------------
@@ -215,6 +292,21 @@ class ShapedEnergy(Detector):
                                f"expects {head.weight.shape[1]} inputs (weight shape {tuple(head.weight.shape)})")
         self.head_ = head
         self._fit_shaping(z)
+        self._warm_up(z)
+
+    def _warm_up(self, z: torch.Tensor) -> None:
+        """Load (or compile, the first time) the compiled kernels that scoring will use, on two training rows: the
+        one-time cost of numba and of loading machine code (~0.1 GB of memory, and seconds when compiling) then
+        falls on ``fit`` rather than on the first ``score``."""
+        if z.device.type != "cpu" or z.shape[0] == 0:
+            return
+        kernels = compiled_kernels()
+        if kernels is None or type(self)._shape_block_compiled is ShapedEnergy._shape_block_compiled:
+            return
+        try:
+            self._score_compiled(z[:2], kernels)
+        except OODLensError:  # e.g. an undefined sharpening factor on these rows: scoring will say so
+            pass
 
     def _fit_shaping(self, z: torch.Tensor) -> None:
         """Learn shaping statistics from the training features (default: nothing)."""
@@ -228,8 +320,47 @@ class ShapedEnergy(Detector):
         Temporaries come from ``work`` (reused between blocks)."""
         raise NotImplementedError
 
-    #: whether ``_shape_block_cpu`` writes shaped values (False: the features are used as they are, e.g. SCALE)
+    def _shape_block_compiled(self, kernels, a: np.ndarray, out: np.ndarray | None) -> np.ndarray | None:
+        """Optional compiled version of ``_shape_block_cpu`` (``kernels`` = :mod:`._select`) for a C-contiguous
+        block of rows, which it may split over threads; the same contract. Used where numba is installed."""
+        raise NotImplementedError
+
+    #: whether the block kernels write shaped values (False: the features are used as they are, e.g. SCALE)
     _shapes_values: bool = True
+
+    def _score_compiled(self, z: torch.Tensor, kernels) -> torch.Tensor:
+        """The score on the CPU through ``_shape_block_compiled``: per block of rows, shape into a reused buffer
+        and one head product into the (N, C) logits; then the energy of all rows by a compiled kernel (factor and
+        bias applied in float64). Each phase runs on all cores; few blocks, so few hand-overs between the
+        compiled kernels' threads and torch's."""
+        n = z.shape[0]
+        a = z.reshape(n, -1).detach().numpy()
+        w = self.head_.weight.to(z.dtype).T
+        logits = np.empty((n, w.shape[1]), dtype=a.dtype)
+        factor: np.ndarray | None = None
+        work = Workspace()
+        for blk in row_blocks(n, a.shape[1], COMPILED_BLOCK_ELEMENTS):
+            rows = a[blk]
+            if not rows.flags.c_contiguous:
+                rows = work.get("rows", rows.shape, rows.dtype)
+                np.copyto(rows, a[blk])
+            shaped = work.get("shaped", rows.shape, a.dtype) if self._shapes_values else None
+            f = self._shape_block_compiled(kernels, rows, shaped)
+            if f is not None:
+                if factor is None:
+                    factor = np.empty(n)
+                factor[blk] = f
+            h = pool_spatial(torch.from_numpy(rows if shaped is None else shaped).view(-1, *z.shape[1:]))
+            torch.mm(h, w, out=torch.from_numpy(logits[blk]))
+        bias = self.head_.bias.to(torch.float64).numpy()
+        energy = np.empty(n)
+        scale = np.empty(0) if factor is None else factor
+
+        def part(sl: slice) -> None:
+            kernels.energy_rows(logits[sl], scale[sl] if factor is not None else scale, bias, factor is not None,
+                                energy[sl])
+        kernels.run_rows(part, n, torch.get_num_threads())
+        return torch.from_numpy(energy).to(z.dtype)
 
     def _score_cpu(self, z: torch.Tensor) -> torch.Tensor:
         """The score on the CPU through the block kernel: shape row blocks (numpy) into a reused buffer, then per
@@ -266,8 +397,12 @@ class ShapedEnergy(Detector):
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
-        if z.device.type == "cpu" and type(self)._shape_block_cpu is not ShapedEnergy._shape_block_cpu:
-            return self._score_cpu(z)
+        if z.device.type == "cpu":
+            kernels = compiled_kernels()
+            if kernels is not None and type(self)._shape_block_compiled is not ShapedEnergy._shape_block_compiled:
+                return self._score_compiled(z, kernels)
+            if type(self)._shape_block_cpu is not ShapedEnergy._shape_block_cpu:
+                return self._score_cpu(z)
         h, factor = self._shape(z)
         return head_energy(pool_spatial(h), self.head_, factor)
 

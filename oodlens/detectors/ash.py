@@ -35,8 +35,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_mask, top_k_mask_np,
-                       top_k_threshold_sum, top_k_threshold_sum_np)
+from ._shaping import (ShapedEnergy, Workspace, keep_count, keep_top_k_of_tied_rows, sharpening_factor, top_k_mask,
+                       top_k_mask_np, top_k_rows_compiled, top_k_threshold_sum, top_k_threshold_sum_np)
 
 
 class _ASH(ShapedEnergy):
@@ -82,6 +82,21 @@ class _ASH(ShapedEnergy):
         if self.variant == "p":
             return None
         return sharpening_factor(torch.from_numpy(a.sum(1, dtype=np.float64)), torch.from_numpy(s2), "ASH-S").numpy()
+
+
+    def _shape_block_compiled(self, kernels, a: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+        """Compiled version of ``_shape``: selection fused with the shaping (the same kept set and values)."""
+        k = keep_count(a.shape[1], self.percentile, self._what())
+        binarise = self.variant == "b"
+        s1, s2, threshold, tied = top_k_rows_compiled(kernels, a, k, kernels.BINARISE if binarise else kernels.PRUNE,
+                                                      out, sums=self.variant == "s")
+        if not binarise:  # a kept 0 is 0 whichever tied entries are kept
+            tied &= threshold != 0
+        rows = np.flatnonzero(tied)
+        keep_top_k_of_tied_rows(a, out, k, rows, a[rows].sum(1, dtype=np.float64) / k if binarise else None)
+        if self.variant != "s":
+            return None
+        return sharpening_factor(torch.from_numpy(s1), torch.from_numpy(s2), "ASH-S").numpy()
 
 
 class ASHP(_ASH):

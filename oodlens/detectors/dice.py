@@ -47,3 +47,6 @@ class DICE(ShapedEnergy):
 
     def _shape_block_cpu(self, a: np.ndarray, out: None, work: Workspace) -> None:
         """Nothing to shape: on the CPU the base class then scores by blocks (head product and energy)."""
+
+    def _shape_block_compiled(self, kernels, a: np.ndarray, out: None) -> None:
+        """Nothing to shape: the compiled path's blocked head product and one logsumexp do the work."""

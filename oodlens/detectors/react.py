@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
+from ._shaping import ShapedEnergy, Workspace, check_percentile, clip_rows_compiled, percentile
 
 
 class ReAct(ShapedEnergy):
@@ -38,3 +38,7 @@ class ReAct(ShapedEnergy):
     def _shape_block_cpu(self, a: np.ndarray, out: np.ndarray, work: Workspace) -> None:
         """numpy version of ``_shape`` for a block of rows."""
         np.minimum(a, a.dtype.type(self.threshold_), out=out)
+
+    def _shape_block_compiled(self, kernels, a: np.ndarray, out: np.ndarray) -> None:
+        """Compiled version: min(a, c) in one pass (threads over rows)."""
+        clip_rows_compiled(kernels, a, None, np.full(a.shape[1], self.threshold_, dtype=a.dtype), 0.0, out)

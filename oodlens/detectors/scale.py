@@ -21,8 +21,8 @@ import math
 import numpy as np
 import torch
 
-from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_threshold_sum,
-                       top_k_threshold_sum_np)
+from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_rows_compiled,
+                       top_k_threshold_sum, top_k_threshold_sum_np)
 
 
 class SCALE(ShapedEnergy):
@@ -49,3 +49,9 @@ class SCALE(ShapedEnergy):
         """numpy version of ``_shape`` for a block of flattened rows: the factor e^{s1/s2}."""
         _, s2, _ = top_k_threshold_sum_np(a, keep_count(a.shape[1], self.percentile, "SCALE"), work)
         return sharpening_factor(torch.from_numpy(a.sum(1, dtype=np.float64)), torch.from_numpy(s2), "SCALE").numpy()
+
+    def _shape_block_compiled(self, kernels, a: np.ndarray, out: None) -> np.ndarray:
+        """Compiled version: s1 and the top-k sum s2 of each row from the counting selection, then e^{s1/s2}."""
+        s1, s2, _, _ = top_k_rows_compiled(kernels, a, keep_count(a.shape[1], self.percentile, "SCALE"),
+                                           kernels.STATS, None)
+        return sharpening_factor(torch.from_numpy(s1), torch.from_numpy(s2), "SCALE").numpy()
