@@ -224,3 +224,22 @@ def test_importing_oodlens_compiles_nothing():
             "print('numba' in sys.modules, 'oodlens.detectors._select' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_compiled_energy_equals_float64_logsumexp(monkeypatch):
+    """``energy_rows``: −logsumexp(f · logits + b) in float64, with and without the factor, also with huge factors
+    (terms far below the maximum) and on several threads."""
+    kernels = shaping.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((300, 37)) * 10).astype(np.float32)
+    bias = rng.standard_normal(37)
+    factor = np.exp(rng.uniform(0, 6, 300))
+    factor[:3] = [1.0, 1e30, 1e-30]
+    for use in (False, True):
+        out = np.empty(300)
+        kernels.energy_rows(logits, factor if use else np.empty(0), bias, use, out)
+        f = torch.from_numpy(factor if use else np.ones(300))[:, None]
+        want = -torch.logsumexp(f * torch.from_numpy(logits).double() + torch.from_numpy(bias), 1).numpy()
+        np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-13)

@@ -1,20 +1,23 @@
-"""Compiled (numba) row kernels of the activation-shaping detectors: a per-row top-k selection fused with the
-shaping (ASH, SCALE), and the element-wise clip of VRA / ReAct.
+"""Compiled (numba) kernels of the activation-shaping detectors: a per-row top-k selection fused with the
+shaping (ASH, SCALE), the element-wise clip of VRA / ReAct, and the energy (logsumexp) of the logits.
 
-Imported lazily by :mod:`._shaping` on the first CPU score (this module imports numba; decorating compiles
-nothing: a kernel compiles on its first call for the argument types given, and ``cache=True`` keeps the machine
-code on disk). Every kernel releases the GIL, so :func:`run_rows` splits a block's rows over Python threads.
+Imported lazily by :mod:`._shaping` (this module imports numba; decorating compiles nothing: a kernel compiles on
+its first call for the argument types given, ``cache=True`` keeps the machine code on disk). Every kernel
+releases the GIL, so :func:`run_rows` splits rows over Python threads.
 
 Selection (:func:`topk_rows`) counts instead of reordering. With count(m) = #{j : x_j ≥ m}, non-increasing in m,
 a bracket lo < hi with count(lo) ≥ k > count(hi) starts at the row's minimum and just above its maximum. Each step
-probes one m inside it and costs one branch-free, vectorised counting pass over the row, which stays in L1 cache.
-The probes: the previous row's threshold and a secant step with the previous row's density of values there (rows
-of one data set are alike), then regula falsi on the count with the Illinois correction; a step that does not
-halve the bracket, measured in the order-preserving integer keys of the floats, is followed by a bisection of the
-keys, so a row takes at most about two passes per key bit, whatever its values. The search stops when count(m) = k,
-so {x ≥ m} is exactly the k largest, or when lo and hi are adjacent floats: then t = lo is the k-th largest value
-and more than k entries equal it (a tie at the threshold, flagged for the caller). One last pass writes the shaped
-row and the kept sum. The kept set and the order statistics are those of a sort (the tests compare with numpy).
+probes one m inside it and costs one branch-free, vectorised counting pass over the row, which stays in L1 cache:
+first the previous row's threshold and a secant step with a running estimate of the density of values there
+(rows of one data set are alike), then regula falsi with the Illinois correction; a step that does not halve the
+bracket, measured in the order-preserving integer keys of the floats, is followed by a bisection of the keys, so
+a row takes at most about two passes per key bit whatever its values. The search stops when count(m) = k, so
+{x ≥ m} is exactly the k largest; when count(hi) = k − 1, the k-th largest is the largest entry below hi (one
+integer max pass); when count(lo) = k + 1, all but the smallest entry ≥ lo (one min pass; if that entry has
+copies it is the k-th largest itself); or when lo and hi are adjacent floats (t = lo). The last pass writes the
+shaped row, counts the kept set (more than k entries: a tie at the k-th value t, flagged for the caller) and sums
+it. On 40 000 × 512 rectified Gaussian rows this takes about 4 counting passes per row on average. The kept sets
+and order statistics are those of a sort (the tests compare with ``numpy.partition``).
 """
 
 from __future__ import annotations

@@ -9,14 +9,16 @@ the float32 features).
 
 Speed on the CPU. Done as a chain of whole-tensor torch ops, the shaping costs several full-size temporaries and
 one thread synchronisation per op, and its order statistics (ASH, SCALE) a ``torch.topk`` / ``kthvalue``, several
-times the head product. Detectors that implement ``_shape_block_compiled`` are scored by blocks of
-``COMPILED_BLOCK_ELEMENTS`` numbers: compiled numba kernels (:mod:`._select`: per-row selection by counting,
-fused with the shaping; an element-wise clip), run on the block's rows in ``torch.get_num_threads()`` threads,
-write the shaped rows into a reused buffer, which goes through the head in one matrix product while it is in
-cache; the energy is one ``logsumexp`` over all logits at the end. Where numba is not installed (or
-``USE_COMPILED`` is off) ``_shape_block_cpu`` does it with numpy kernels (``numpy.partition`` selection) on row
-blocks; other devices use the torch ``_shape``. The three give the same kept sets and values (the tests check it;
-float64 sums may differ in the last bits by their order).
+times the head product. Detectors that implement ``_shape_block_compiled`` are scored in three phases, each on all
+rows at once (up to ``COMPILED_BLOCK_ELEMENTS`` numbers) and on all cores: compiled numba kernels
+(:mod:`._select`: per-row selection by counting fused with the shaping, or an element-wise clip) write the shaped
+rows into one buffer; one head product gives the logits; a compiled kernel gives the energy (max-shifted
+logsumexp in float64, the factor and bias applied there). Few phases, because every hand-over between torch's
+OpenMP threads, which spin for a while after each op, and the kernels' threads costs time. The kernels are loaded
+(compiled the first time, then cached on disk) when the detector is fitted. Where numba is not installed (or
+``USE_COMPILED`` is off) ``_shape_block_cpu`` does the shaping with numpy kernels (``numpy.partition`` selection)
+on row blocks; other devices use the torch ``_shape``. The three give the same kept sets and shaped values (the
+tests check it); sums and the energy are float64 in another order, so scores agree to float32 rounding.
 
 Also here: an exact ``numpy.percentile`` (linear interpolation) for tensors of any size, and the per-row k-th
 largest value and top-k sum that ASH and SCALE share.

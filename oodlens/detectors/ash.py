@@ -24,7 +24,9 @@ configs also use ``ash_s@90`` for CIFAR-10). Ties at the k-th largest value (e.g
 activations are positive) are broken by ``torch.topk``, as in the reference; this matters only for ASH-B (and for
 ASH-P/S only for ties at a non-zero value). Implementation: per row the k-th largest value t comes from one
 selection and the kept set is {a ≥ t}; ``torch.topk`` runs only on the rather rare rows where that set has more
-than k entries (ties at t), so the kept set is always the one ``torch.topk`` returns.
+than k entries (ties at t), so the kept set is always the one ``torch.topk`` returns. On the CPU the selection is
+the compiled counting selection of :mod:`._select`, fused with the shaping (one kernel per row: sums, threshold,
+shaped row), or ``numpy.partition`` where numba is not installed; ``torch.topk`` on other devices.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ This is the reference code (kai422/SCALE, ``scale()`` in ``openood/networks/scal
 applied to the unpruned input), which returns logsumexp as an ID score; we return the energy, so higher = more
 OOD. The reference applies it to the pooled penultimate features (default here); a spatial map (N, C, *spatial)
 is also accepted: r is taken over all its entries, and the scaled map is average-pooled before the head.
-Default p = 85, the reference's ``configs/postprocessors/scale.yml``.
+Default p = 85, the reference's ``configs/postprocessors/scale.yml``. On the CPU, s1 and s2 come from the compiled
+counting selection of :mod:`._select` (no shaped copy: the logits are the plain head product of the features,
+times e^{r} in float64 in the energy).
 """
 
 from __future__ import annotations
