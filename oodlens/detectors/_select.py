@@ -22,6 +22,7 @@ and order statistics are those of a sort (the tests compare with ``numpy.partiti
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -389,24 +390,32 @@ _pool_lock = threading.Lock()
 
 
 def run_rows(fn: Callable[[slice], None], rows: int, threads: int, min_rows: int = 64) -> None:
-    """Call ``fn(part)`` on up to ``threads`` contiguous slices of ``range(rows)`` at once (the kernels release the
-    GIL): one slice in the calling thread, the others in a shared pool. Parts have at least ``min_rows`` rows."""
+    """Call ``fn(part)`` on consecutive slices that cover ``range(rows)``, from up to ``threads`` threads at once
+    (the kernels release the GIL): the calling thread and workers of a shared pool take the next slice until none
+    is left. Slices have at least ``min_rows`` rows and there are about 8 per thread, so a thread that gets less
+    CPU (another process on the machine) takes fewer of them instead of holding up the others."""
     global _pool, _pool_workers
-    parts = max(1, min(threads, rows // max(1, min_rows)))
-    if parts == 1:
+    workers = max(1, min(threads, rows // max(1, min_rows)))
+    if workers == 1:
         fn(slice(0, rows))
         return
+    size = max(min_rows, -(-rows // (8 * workers)))
+    parts = [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        while (i := next(taken)) < len(parts):
+            fn(parts[i])
     with _pool_lock:
-        if _pool is None or _pool_workers < parts - 1:
+        if _pool is None or _pool_workers < workers - 1:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="oodlens-shaping")
-            _pool_workers = parts - 1
+            _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="oodlens-shaping")
+            _pool_workers = workers - 1
         pool = _pool
-    bounds = [rows * p // parts for p in range(parts + 1)]
-    futures = [pool.submit(fn, slice(bounds[p], bounds[p + 1])) for p in range(1, parts)]
+    futures = [pool.submit(work) for _ in range(workers - 1)]
     try:
-        fn(slice(bounds[0], bounds[1]))
+        work()
     finally:
         for f in futures:
             f.result()
