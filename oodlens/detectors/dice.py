@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Head
+from ._gaussian import mean64
 from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
+from .base import Head
 
 
 class DICE(ShapedEnergy):
@@ -33,7 +34,7 @@ class DICE(ShapedEnergy):
 
     def _fit_shaping(self, z: torch.Tensor) -> None:
         p = check_percentile(self.p, "DICE sparsity p")
-        mean = z.to(torch.float64).mean(0)
+        mean = mean64(z)  # float64 row-block sums: no float64 copy of the features
         w = self.head_.weight.to(z.device, torch.float64)
         contrib = mean[None, :] * w
         mask = contrib > percentile(contrib, p)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ._logit_only import map_row_blocks
 from .base import Detector
 
 
@@ -32,4 +33,8 @@ class Energy(Detector):
 
     def _score(self, x) -> torch.Tensor:
         t = float(self.temperature)
-        return -t * torch.logsumexp(x[self.logits] / t, dim=1)
+
+        def block(z: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+            return torch.logsumexp(torch.div(z, t, out=work), dim=1).mul_(-t)
+
+        return map_row_blocks(x[self.logits], block, buffers=1)  # row blocks: no scaled copy of the logits
