@@ -22,6 +22,7 @@ def cpu_path(request, monkeypatch):
     if request.param == "compiled" and shaping.compiled_kernels() is None:
         pytest.skip("numba is not installed")
     monkeypatch.setattr(shaping, "USE_COMPILED", request.param == "compiled")
+    monkeypatch.setattr(shaping, "COMPILED_MIN_VALUES", 0)  # small test inputs take the compiled path too
     return request.param
 
 
@@ -206,6 +207,7 @@ def test_compiled_and_numpy_paths_agree_on_hard_rows(monkeypatch, variant):
     head = (torch.from_numpy(rng.standard_normal((7, 64), dtype=np.float32)), torch.zeros(7))
     det = create(f"ash_{variant}", percentile=50).fit({"features": test}, head=head)
     monkeypatch.setattr(shaping, "COMPILED_BLOCK_ELEMENTS", 64 * 50)
+    monkeypatch.setattr(shaping, "COMPILED_MIN_VALUES", 0)
     compiled = det.score({"features": test})
     monkeypatch.setattr(shaping, "USE_COMPILED", False)
     numpy_path = det.score({"features": test})
@@ -243,3 +245,16 @@ def test_compiled_energy_equals_float64_logsumexp(monkeypatch):
         f = torch.from_numpy(factor if use else np.ones(300))[:, None]
         want = -torch.logsumexp(f * torch.from_numpy(logits).double() + torch.from_numpy(bias), 1).numpy()
         np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-13)
+
+
+def test_small_inputs_skip_the_compiled_kernels(monkeypatch):
+    """Below ``COMPILED_MIN_VALUES`` shaped values, fit and score use the numpy kernels: numba is never loaded
+    (a small job does not pay its compile time)."""
+    def refuse():
+        raise AssertionError("compiled kernels requested for a small input")
+
+    monkeypatch.setattr(shaping, "compiled_kernels", refuse)
+    train, test, (w, b) = _problem()
+    got = create("ash_s").fit({"features": train}, head=(w, b)).score({"features": test}).numpy()
+    want = _naive_ash(test.double().numpy(), w.double().numpy(), b.double().numpy(), "s", 90)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

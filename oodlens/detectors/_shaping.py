@@ -45,6 +45,9 @@ HEAD_BLOCK_ELEMENTS = 1 << 23
 COMPILED_BLOCK_ELEMENTS = 1 << 25
 #: use the compiled (numba) CPU kernels where numba is installed; False: the numpy kernels (tests check both)
 USE_COMPILED = True
+#: fewer values than this to shape (rows × features): the numpy kernels, which are as fast on small inputs and
+#: spare a first use the seconds numba needs to compile or load its kernels (the digits demo: ~10 s)
+COMPILED_MIN_VALUES = 1 << 21
 _compiled_module = None
 
 
@@ -300,8 +303,8 @@ class ShapedEnergy(Detector):
         """Load (or compile, the first time) the compiled kernels that scoring will use, on two training rows: the
         one-time cost of numba and of loading machine code (~0.1 GB of memory, and seconds when compiling) then
         falls on ``fit`` rather than on the first ``score``."""
-        if z.device.type != "cpu" or z.shape[0] == 0:
-            return
+        if z.device.type != "cpu" or z.shape[0] == 0 or z.numel() < COMPILED_MIN_VALUES:
+            return  # a small training set: scoring is most likely small too and takes the numpy kernels
         kernels = compiled_kernels()
         if kernels is None or type(self)._shape_block_compiled is ShapedEnergy._shape_block_compiled:
             return
@@ -400,7 +403,7 @@ class ShapedEnergy(Detector):
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
         if z.device.type == "cpu":
-            kernels = compiled_kernels()
+            kernels = compiled_kernels() if z.numel() >= COMPILED_MIN_VALUES else None
             if kernels is not None and type(self)._shape_block_compiled is not ShapedEnergy._shape_block_compiled:
                 return self._score_compiled(z, kernels)
             if type(self)._shape_block_cpu is not ShapedEnergy._shape_block_cpu:
