@@ -258,3 +258,18 @@ def test_small_inputs_skip_the_compiled_kernels(monkeypatch):
     got = create("ash_s").fit({"features": train}, head=(w, b)).score({"features": test}).numpy()
     want = _naive_ash(test.double().numpy(), w.double().numpy(), b.double().numpy(), "s", 90)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def check_compiled_shaping(det, rows: torch.Tensor) -> None:
+    """The detector's compiled block kernel writes exactly the numpy kernel's values, which equal its torch
+    ``_shape`` path's (for the clip-type shapings: ReAct, VRA)."""
+    kernels = shaping.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    a = rows.numpy()
+    want = np.full_like(a, np.nan)
+    det._shape_block_cpu(a, want, shaping.Workspace())
+    got = np.full_like(a, np.nan)
+    det._shape_block_compiled(kernels, a, got)
+    np.testing.assert_array_equal(got, want)
+    torch.testing.assert_close(torch.from_numpy(got), det._shape(rows)[0], rtol=0, atol=0)

@@ -104,16 +104,3 @@ def test_batched_scoring_equals_one_pass():
     train, test, head = _problem()
     det = FDBD().fit({"features": train}, head=head)
     assert torch.allclose(det.score({"features": test}, batch_size=7), det.score({"features": test}))
-
-
-def test_train_mean_is_float64_and_blockwise(monkeypatch):
-    import oodlens.detectors._gaussian as gaussian
-    from oodlens.detectors import create
-
-    g = torch.Generator().manual_seed(4)
-    z = torch.randn(23, 5, generator=g) * 1e4 + 3e4
-    head = (torch.randn(3, 5, generator=g), torch.randn(3, generator=g))
-    monkeypatch.setattr(gaussian, "_ROWS", 4)  # 6 blocks, the last one partial
-    det = create("fdbd").fit({"features": z}, head=head)
-    assert det.train_mean_.dtype == torch.float64
-    assert torch.allclose(det.train_mean_, z.double().mean(0), rtol=1e-14, atol=0)

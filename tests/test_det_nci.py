@@ -86,7 +86,9 @@ def test_float16_inputs():
     assert torch.allclose(s.double(), _naive(train.half().double(), test.half().double(), head, 0.01), rtol=1e-4, atol=1e-5)
 
 
-def test_train_mean_is_float64_and_blockwise(monkeypatch):
+@pytest.mark.parametrize("name", ["nci", "fdbd"])
+def test_train_mean_is_float64_and_blockwise(monkeypatch, name):
+    """NCI and fDBD centre on the training mean, accumulated in float64 row blocks (``_gaussian.mean64``)."""
     import oodlens.detectors._gaussian as gaussian
     from oodlens.detectors import create
 
@@ -94,6 +96,6 @@ def test_train_mean_is_float64_and_blockwise(monkeypatch):
     z = torch.randn(23, 5, generator=g) * 1e4 + 3e4
     head = (torch.randn(3, 5, generator=g), torch.randn(3, generator=g))
     monkeypatch.setattr(gaussian, "_ROWS", 4)  # 6 blocks, the last one partial
-    det = create("nci").fit({"features": z}, head=head)
+    det = create(name).fit({"features": z}, head=head)
     assert det.train_mean_.dtype == torch.float64
     assert torch.allclose(det.train_mean_, z.double().mean(0), rtol=1e-14, atol=0)

@@ -9,7 +9,7 @@ from oodlens.detectors import create
 from oodlens.detectors._shaping import percentile
 from oodlens.errors import OODLensError
 
-from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+from test_det_ash import check_compiled_shaping, cpu_path  # noqa: F401 - cpu_path: fixture (compiled / numpy CPU path)
 
 
 def _problem(seed=0, n=60, d=12, c=5):
@@ -69,20 +69,9 @@ def test_errors():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_clip_equals_numpy_kernel(dtype):
     """The compiled min(z, c) equals the numpy kernel and the torch path exactly, at c itself too."""
-    import oodlens.detectors._shaping as shaping
-
-    kernels = shaping.compiled_kernels()
-    if kernels is None:
-        pytest.skip("numba is not installed")
     train, test, head = _problem(2)
     det = create("react").fit({"features": train.to(dtype)}, head=head)
     c = torch.tensor(det.threshold_, dtype=dtype)
     rows = torch.cat([test.to(dtype), -test.to(dtype) * 1e30, torch.full((1, 12), det.threshold_, dtype=dtype),
                       torch.nextafter(c, c + 1).expand(1, 12)])
-    a = rows.numpy()
-    want = np.full_like(a, np.nan)
-    det._shape_block_cpu(a, want, shaping.Workspace())
-    got = np.full_like(a, np.nan)
-    det._shape_block_compiled(kernels, a, got)
-    np.testing.assert_array_equal(got, want)
-    torch.testing.assert_close(torch.from_numpy(got), det._shape(rows)[0], rtol=0, atol=0)
+    check_compiled_shaping(det, rows)

@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
 
-from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
+from test_det_ash import check_compiled_shaping, cpu_path  # noqa: F401 - cpu_path: fixture (compiled / numpy CPU path)
 
 
 def _problem(seed=0, n=60, d=9, c=4):
@@ -63,20 +63,9 @@ def test_edge_cases(cpu_path):
 def test_compiled_clip_equals_numpy_kernel(gamma, dtype):
     """The compiled clip writes the numpy kernel's values exactly, also at the thresholds themselves, for
     negative values and huge magnitudes."""
-    import oodlens.detectors._shaping as shaping
-
-    kernels = shaping.compiled_kernels()
-    if kernels is None:
-        pytest.skip("numba is not installed")
     train, test, head = _problem(2)
     det = create("vra", gamma=gamma).fit({"features": train.to(dtype)}, head=head)
     lo, hi = det.lower_, det.upper_
     rows = torch.cat([test.to(dtype), -test.to(dtype), test.to(dtype) * 1e30, lo[None], hi[None], (hi + gamma)[None],
                       torch.nextafter(lo, hi)[None], torch.nextafter(hi, lo)[None]])
-    a = rows.numpy()
-    want = np.full_like(a, np.nan)
-    det._shape_block_cpu(a, want, shaping.Workspace())
-    got = np.full_like(a, np.nan)
-    det._shape_block_compiled(kernels, a, got)
-    np.testing.assert_array_equal(got, want)
-    torch.testing.assert_close(torch.from_numpy(got), det._shape(rows)[0], rtol=0, atol=0)
+    check_compiled_shaping(det, rows)
