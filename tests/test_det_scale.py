@@ -8,15 +8,7 @@ from scipy.special import logsumexp
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
 
-from test_det_ash import cpu_path  # noqa: F401 - fixture: compiled / numpy CPU path
-
-
-def _problem(seed=0, shape=(12,), c=5):
-    g = torch.Generator().manual_seed(seed)
-    train = torch.randn(40, *shape, generator=g).abs()
-    test = torch.randn(20, *shape, generator=g).abs() * 2
-    head = (torch.randn(c, shape[0], generator=g), torch.randn(c, generator=g))
-    return train, test, head
+from test_det_ash import _problem, cpu_path  # noqa: F401 - cpu_path: fixture (compiled / numpy CPU path)
 
 
 def _naive_scale(test, w, b, p):
