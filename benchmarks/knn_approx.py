@@ -31,7 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from oodlens.detectors.knn import KNN, _block
+from oodlens.detectors._knn_search import _block
+from oodlens.detectors.knn import KNN
 
 try:  # the standard workload lives beside this script
     from detectors import PRESETS, Sizes, make_workload  # type: ignore

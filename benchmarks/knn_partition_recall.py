@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from knn_approx import make_features, standard_features
-from oodlens.detectors.knn import exact_topk
+from oodlens.detectors._knn_search import exact_topk
 
 
 def spherical_kmeans(x: torch.Tensor, cells: int, iters: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

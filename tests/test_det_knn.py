@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import oodlens.detectors.knn as knn_mod
+import oodlens.detectors._knn_search as knn_mod
 from oodlens.detectors import Detector, create
-from oodlens.detectors.knn import exact_topk, select_topk
+from oodlens.detectors._knn_search import exact_topk, select_topk
 from oodlens.errors import OODLensError
 
 
