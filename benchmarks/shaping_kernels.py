@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from oodlens.detectors import _order_stats as order_stats
 from oodlens.detectors import _shaping as shaping
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def compiled(k: int, mode: int) -> None:
         for i in range(0, args.rows, block):
-            shaping.top_k_rows_compiled(kernels, a[i:i + block], k, mode, None if mode == kernels.STATS else
+            order_stats.top_k_rows_compiled(kernels, a[i:i + block], k, mode, None if mode == kernels.STATS else
                                         out[:min(block, args.rows - i)])
 
     print(f"{args.rows:,} × {args.dim} float32, {torch.get_num_threads()} threads; best of {args.repeats}, ms\n")

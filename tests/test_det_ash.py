@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
+import oodlens.detectors._order_stats as order_stats
 import oodlens.detectors._shaping as shaping
 from oodlens.detectors import create
 from oodlens.errors import OODLensError
@@ -165,7 +166,7 @@ def test_compiled_selection_equals_partition(monkeypatch, kind):
     for k in (1, 2, 21, n // 2, n - 1, n):
         kth = desc[:, k - 1]
         out = np.full_like(a, np.nan)
-        s1, s2, threshold, tied = shaping.top_k_rows_compiled(kernels, a, k, kernels.PRUNE, out)
+        s1, s2, threshold, tied = order_stats.top_k_rows_compiled(kernels, a, k, kernels.PRUNE, out)
         np.testing.assert_array_equal(tied, (a >= kth[:, None]).sum(1) > k)
         np.testing.assert_array_equal(threshold[tied], kth[tied])
         np.testing.assert_array_equal(a >= threshold[:, None], a >= kth[:, None])
@@ -173,23 +174,23 @@ def test_compiled_selection_equals_partition(monkeypatch, kind):
         assert np.all(np.abs(s2 - desc[:, :k].astype(np.float64).sum(1)) <= 1e-12 * scale)
         assert np.all(np.abs(s1 - a.sum(1, dtype=np.float64)) <= 1e-12 * scale)
         # the numpy fallback: same threshold on tied rows, same tied rows, same shaped values
-        t_np, s2_np, tied_np = shaping.top_k_threshold_sum_np(a, k)
+        t_np, s2_np, tied_np = order_stats.top_k_threshold_sum_np(a, k)
         np.testing.assert_array_equal(tied, tied_np)
         np.testing.assert_array_equal(threshold[tied], t_np[tied])
-        keep = shaping.top_k_mask_np(a, k, t_np, np.zeros_like(tied_np), zero_ties_matter=False)
+        keep = order_stats.top_k_mask_np(a, k, t_np, np.zeros_like(tied_np), zero_ties_matter=False)
         np.testing.assert_array_equal(out, np.where(keep, a, 0))
         np.testing.assert_allclose(s2, s2_np, rtol=0, atol=1e-12 * scale.max())
         # ASH-B: s1/k in the row's dtype on the kept set; SCALE: the sums only, ``out`` untouched
         out_b = np.full_like(a, np.nan)
-        shaping.top_k_rows_compiled(kernels, a, k, kernels.BINARISE, out_b)
+        order_stats.top_k_rows_compiled(kernels, a, k, kernels.BINARISE, out_b)
         value = (a.sum(1, dtype=np.float64) / k).astype(a.dtype)
         np.testing.assert_allclose(out_b, np.where(a >= kth[:, None], value[:, None], 0), rtol=0,
                                    atol=1e-12 * scale.max() / k)
-        s1_s, s2_s, _, _ = shaping.top_k_rows_compiled(kernels, a, k, kernels.STATS, None)
+        s1_s, s2_s, _, _ = order_stats.top_k_rows_compiled(kernels, a, k, kernels.STATS, None)
         np.testing.assert_allclose(s2_s, s2, rtol=0, atol=1e-12 * scale.max())  # sums: the order may differ
         # without the sums (ASH-P): the same kept set and values
         out_p = np.full_like(a, np.nan)
-        none1, none2, threshold_p, tied_p = shaping.top_k_rows_compiled(kernels, a, k, kernels.PRUNE, out_p, sums=False)
+        none1, none2, threshold_p, tied_p = order_stats.top_k_rows_compiled(kernels, a, k, kernels.PRUNE, out_p, sums=False)
         assert none1 is None and none2 is None
         np.testing.assert_array_equal(out_p, out)
         np.testing.assert_array_equal(tied_p, tied)
@@ -268,7 +269,7 @@ def check_compiled_shaping(det, rows: torch.Tensor) -> None:
         pytest.skip("numba is not installed")
     a = rows.numpy()
     want = np.full_like(a, np.nan)
-    det._shape_block_cpu(a, want, shaping.Workspace())
+    det._shape_block_cpu(a, want, order_stats.Workspace())
     got = np.full_like(a, np.nan)
     det._shape_block_compiled(kernels, a, got)
     np.testing.assert_array_equal(got, want)

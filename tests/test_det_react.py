@@ -6,7 +6,7 @@ import torch
 from scipy.special import logsumexp
 
 from oodlens.detectors import create
-from oodlens.detectors._shaping import percentile
+from oodlens.detectors._order_stats import percentile
 from oodlens.errors import OODLensError
 
 from test_det_ash import check_compiled_shaping, cpu_path  # noqa: F401 - cpu_path: fixture (compiled / numpy CPU path)

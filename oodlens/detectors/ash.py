@@ -37,8 +37,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ._shaping import (ShapedEnergy, Workspace, keep_count, keep_top_k_of_tied_rows, sharpening_factor, top_k_mask,
-                       top_k_mask_np, top_k_rows_compiled, top_k_threshold_sum, top_k_threshold_sum_np)
+from ._order_stats import (Workspace, keep_count, keep_top_k_of_tied_rows, sharpening_factor, top_k_mask,
+                           top_k_mask_np, top_k_rows_compiled, top_k_threshold_sum, top_k_threshold_sum_np)
+from ._shaping import ShapedEnergy
 
 
 class _ASH(ShapedEnergy):

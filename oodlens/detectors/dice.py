@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ._gaussian import mean64
-from ._shaping import ShapedEnergy, Workspace, check_percentile, percentile
+from ._order_stats import Workspace, check_percentile, percentile
+from ._shaping import ShapedEnergy
 from .base import Head
 
 

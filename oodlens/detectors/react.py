@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._shaping import ShapedEnergy, Workspace, check_percentile, clip_rows_compiled, percentile
+from ._order_stats import Workspace, check_percentile, clip_rows_compiled, percentile
+from ._shaping import ShapedEnergy
 
 
 class ReAct(ShapedEnergy):

@@ -23,8 +23,9 @@ import math
 import numpy as np
 import torch
 
-from ._shaping import (ShapedEnergy, Workspace, keep_count, sharpening_factor, top_k_rows_compiled,
-                       top_k_threshold_sum, top_k_threshold_sum_np)
+from ._order_stats import (Workspace, keep_count, sharpening_factor, top_k_rows_compiled, top_k_threshold_sum,
+                           top_k_threshold_sum_np)
+from ._shaping import ShapedEnergy
 
 
 class SCALE(ShapedEnergy):

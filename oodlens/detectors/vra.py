@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..errors import OODLensError
-from ._shaping import ShapedEnergy, Workspace, check_percentile, clip_rows_compiled, percentile
+from ._order_stats import Workspace, check_percentile, clip_rows_compiled, percentile
+from ._shaping import ShapedEnergy
 
 
 class VRA(ShapedEnergy):
