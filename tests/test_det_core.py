@@ -82,3 +82,22 @@ def test_contract_errors_and_params(tmp_path):
     assert loaded.get_params() == e.get_params() and loaded.is_fitted
     with pytest.raises(OODLensError, match="not a Mahalanobis"):
         type(create("mahalanobis")).load(tmp_path / "e.safetensors")
+
+
+def test_check_finite_fast_path_and_exact_fallback():
+    """A finite sum proves every value finite; a sum that overflows (finite but huge values) must not raise, and
+    NaN / ±inf are found and located whatever the sum does."""
+    from oodlens._checks import check_finite
+
+    big = torch.full((4, 3), 3e38)  # the float32 sum overflows to inf; every value is finite
+    assert check_finite(big, "big") is big
+    assert check_finite(torch.full((5,), 60000.0).half(), "half") is not None  # a float16 sum overflows too
+    for bad, where in ((float("nan"), (2, 1)), (float("inf"), (0, 2)), (-float("inf"), (3, 0))):
+        t = torch.ones(4, 3)
+        t[where] = bad
+        with pytest.raises(OODLensError, match=rf"1 non-finite value\(s\).*first at index \({where[0]}, {where[1]}\)"):
+            check_finite(t, "x")
+    both = torch.zeros(6)
+    both[1], both[4] = float("inf"), -float("inf")  # their sum is NaN: still reported, with the count
+    with pytest.raises(OODLensError, match=r"2 non-finite"):
+        check_finite(both, "x")
