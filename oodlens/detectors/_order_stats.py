@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import OODLensError
+from ._row_threads import run_rows
 
 
 class Workspace:
@@ -118,7 +119,7 @@ def top_k_rows_compiled(kernels, a: np.ndarray, k: int, mode: int, out: np.ndarr
         kernels.topk_rows(a[sl], ints[sl], k, mode, sums, target if out is None else target[sl],
                           s1[sl] if sums else s1, s2[sl] if sums else s2, threshold[sl], tied[sl], scratch,
                           scratch.view(ints.dtype))
-    kernels.run_rows(part, rows, torch.get_num_threads())
+    run_rows(part, rows, torch.get_num_threads())
     return (s1, s2, threshold, tied) if sums else (None, None, threshold, tied)
 
 
@@ -149,7 +150,7 @@ def clip_rows_compiled(kernels, a: np.ndarray, lower: np.ndarray | None, upper: 
 
     def part(sl: slice) -> None:
         kernels.clip_rows(a[sl], lower, upper, upper_gamma, g, out[sl])
-    kernels.run_rows(part, a.shape[0], torch.get_num_threads())
+    run_rows(part, a.shape[0], torch.get_num_threads())
 
 
 # -- percentiles ------------------------------------------------------------------------------------------------

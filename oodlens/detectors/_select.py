@@ -3,7 +3,7 @@ shaping (ASH, SCALE), the element-wise clip of VRA / ReAct, and the energy (logs
 
 Imported lazily by :mod:`._shaping` (this module imports numba; decorating compiles nothing: a kernel compiles on
 its first call for the argument types given, ``cache=True`` keeps the machine code on disk). Every kernel
-releases the GIL, so :func:`run_rows` splits rows over Python threads.
+releases the GIL, so :func:`._row_threads.run_rows` splits rows over Python threads.
 
 Selection (:func:`topk_rows`) counts instead of reordering. With count(m) = #{j : x_j ≥ m}, non-increasing in m,
 a bracket lo < hi with count(lo) ≥ k > count(hi) starts at the row's minimum and just above its maximum. Each step
@@ -22,11 +22,7 @@ and order statistics are those of a sort (the tests compare with ``numpy.partiti
 
 from __future__ import annotations
 
-import itertools
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numba
 import numpy as np
@@ -381,41 +377,3 @@ def energy_rows(logits, factor, bias, use_factor, out):
         for c in range(classes):
             total += _exp_nonpositive(u[c] - m)
         out[i] = -(m + math.log(total))
-
-
-# -- threads ----------------------------------------------------------------------------------------------------
-_pool: ThreadPoolExecutor | None = None
-_pool_workers = 0
-_pool_lock = threading.Lock()
-
-
-def run_rows(fn: Callable[[slice], None], rows: int, threads: int, min_rows: int = 64) -> None:
-    """Call ``fn(part)`` on consecutive slices that cover ``range(rows)``, from up to ``threads`` threads at once
-    (the kernels release the GIL): the calling thread and workers of a shared pool take the next slice until none
-    is left. Slices have at least ``min_rows`` rows and there are about 8 per thread, so a thread that gets less
-    CPU (another process on the machine) takes fewer of them instead of holding up the others."""
-    global _pool, _pool_workers
-    workers = max(1, min(threads, rows // max(1, min_rows)))
-    if workers == 1:
-        fn(slice(0, rows))
-        return
-    size = max(min_rows, -(-rows // (8 * workers)))
-    parts = [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
-    taken = itertools.count()  # next() on a count is atomic under the GIL
-
-    def work() -> None:
-        while (i := next(taken)) < len(parts):
-            fn(parts[i])
-    with _pool_lock:
-        if _pool is None or _pool_workers < workers - 1:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="oodlens-shaping")
-            _pool_workers = workers - 1
-        pool = _pool
-    futures = [pool.submit(work) for _ in range(workers - 1)]
-    try:
-        work()
-    finally:
-        for f in futures:
-            f.result()

@@ -33,6 +33,7 @@ import torch
 from .._checks import as_float
 from ..errors import OODLensError
 from ._order_stats import Workspace
+from ._row_threads import run_rows
 from .base import Detector, Head
 
 #: numbers per row block of the CPU shaping kernels (2 MiB in float32): their temporaries stay in cache
@@ -179,7 +180,7 @@ class ShapedEnergy(Detector):
         def part(sl: slice) -> None:
             kernels.energy_rows(logits[sl], scale[sl] if factor is not None else scale, bias, factor is not None,
                                 energy[sl])
-        kernels.run_rows(part, n, torch.get_num_threads())
+        run_rows(part, n, torch.get_num_threads())
         return torch.from_numpy(energy).to(z.dtype)
 
     def _score_cpu(self, z: torch.Tensor) -> torch.Tensor:
