@@ -16,6 +16,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of one call of ``fn`` (the device synchronised before and after)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
 def median_time(fn: Callable[[], Any], repeats: int, device: torch.device,
                 first: Callable[[], None] | None = None, after_first: Callable[[], None] | None = None
                 ) -> tuple[float, Any]:
