@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from oodlens.detectors._neighbours import block_shape, blocks, topk_inner
+from oodlens.detectors._blocks import row_slices, rows_within
+from oodlens.detectors._neighbours import block_shape, topk_inner
 from oodlens.detectors.nnguide import NNGuide
 from oodlens.errors import OODLensError
 
@@ -107,4 +108,8 @@ def test_block_shape_respects_budget():
         rows, cols = block_shape(n, m, budget, extra)
         assert 1 <= rows <= n and 1 <= cols <= m
         assert rows * (cols + extra) <= max(budget, cols + extra)
-    assert [(s.start, s.stop) for s in blocks(7, 3)] == [(0, 3), (3, 6), (6, 7)]
+    assert [(s.start, s.stop) for s in row_slices(7, 3)] == [(0, 3), (3, 6), (6, 7)]
+    assert [(s.start, s.stop) for s in row_slices(2, 0)] == [(0, 1), (1, 2)]  # fewer than 1 row counts as 1
+    assert list(row_slices(0, 5)) == []
+    assert rows_within(10, 7, 30) == 4 and rows_within(3, 7, 1000) == 3 and rows_within(10, 7, 5) == 1
+    assert rows_within(0, 7, 30) == 1

@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 
 from ..errors import OODLensError
+from ._blocks import rows_within
 
 
 def num_classes_of(labels: torch.Tensor) -> int:
@@ -31,9 +32,8 @@ SCORE_BLOCK = 1 << 20
 
 
 def block_rows(n: int, width: int, budget: int | None = None) -> int:
-    """Rows per block so that a (rows × width) buffer holds at most ``budget`` numbers (default ``SCORE_BLOCK``,
-    read at call time); at least 1, at most n."""
-    return max(1, min(n, (SCORE_BLOCK if budget is None else budget) // max(1, width)))
+    """:func:`._blocks.rows_within` with the default budget ``SCORE_BLOCK`` (read at call time)."""
+    return rows_within(n, width, SCORE_BLOCK if budget is None else budget)
 
 
 def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,

@@ -8,22 +8,16 @@ the bank in blocks of columns, so peak memory is about ``budget`` elements whate
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import OODLensError
+from ._blocks import row_slices
 
 #: default number of matrix elements one block may hold (2**23 float32 = 32 MiB)
 DEFAULT_BUDGET = 1 << 23
-
-
-def blocks(n: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of ``range(n)`` of at most ``size`` rows."""
-    size = max(1, int(size))
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
 
 
 def block_shape(n_query: int, n_bank: int, budget: int = DEFAULT_BUDGET, extra_cols: int = 0) -> tuple[int, int]:
@@ -53,10 +47,10 @@ def topk_inner(query: torch.Tensor, bank: torch.Tensor, k: int, budget: int = DE
     bank = bank.to(query.dtype)
     out = torch.empty(n, k, dtype=query.dtype, device=query.device)
     rows, cols = block_shape(n, m, budget, extra_cols=k)
-    for rs in blocks(n, rows):
+    for rs in row_slices(n, rows):
         q = query[rs]
         best: torch.Tensor | None = None
-        for cs in blocks(m, cols):
+        for cs in row_slices(m, cols):
             sims = q @ bank[cs].T
             if best is not None:
                 sims = torch.cat([best, sims], dim=1)
@@ -75,7 +69,7 @@ def sum_over_bank(query: torch.Tensor, bank: torch.Tensor,
     n, m = query.shape[0], bank.shape[0]
     out = torch.zeros(n, dtype=query.dtype, device=query.device)
     rows, cols = block_shape(n, m, budget)
-    for rs in blocks(n, rows):
-        for cs in blocks(m, cols):
+    for rs in row_slices(n, rows):
+        for cs in row_slices(m, cols):
             out[rs] += pair_fn(rs, cs).sum(1)
     return out

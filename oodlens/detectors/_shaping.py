@@ -32,6 +32,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._blocks import row_slices, rows_within
 from ._order_stats import Workspace
 from ._row_threads import run_rows
 from .base import Detector, Head
@@ -84,9 +85,7 @@ def head_energy(z: torch.Tensor, head: Head, factor: torch.Tensor | None = None)
 
 def row_blocks(n: int, row_numel: int, budget: int | None = None) -> Iterator[slice]:
     """Consecutive row slices of at most ``budget`` (default ``BLOCK_ELEMENTS``) numbers each (at least one row)."""
-    rows = max(1, (BLOCK_ELEMENTS if budget is None else budget) // max(1, row_numel))
-    for i in range(0, n, rows):
-        yield slice(i, min(i + rows, n))
+    return row_slices(n, rows_within(n, row_numel, BLOCK_ELEMENTS if budget is None else budget))
 
 
 class ShapedEnergy(Detector):

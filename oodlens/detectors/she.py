@@ -44,7 +44,7 @@ def correct_class_means(x: torch.Tensor, labels: torch.Tensor, logits: torch.Ten
     if empty:
         raise OODLensError(f"{method}: classes {empty[:10]} have no correctly classified training sample, so they "
                            "have no stored pattern; train longer or drop those classes")
-    return class_means(x[ok], labels[ok], c)[0]
+    return class_means(x, labels, c, mask=ok)[0]  # no copy of the selected rows
 
 
 class SHE(Detector):
