@@ -1,5 +1,5 @@
-"""Row blocks: how many rows fit a buffer budget, and the slices that cover the rows. Every detector that works on
-row blocks (to keep its peak memory near its input size) takes its blocks from here."""
+"""Row blocks: how many rows fit a buffer budget, and the slices that cover the rows — the one place detectors that
+work on row blocks (to keep their peak memory near their input size) size their blocks."""
 
 from __future__ import annotations
 

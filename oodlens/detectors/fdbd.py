@@ -29,6 +29,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._blocks import rows_within
 from ._gaussian import mean64
 from .base import Detector, Head
 
@@ -65,7 +66,7 @@ def boundary_distances(z: torch.Tensor, head: Head, block: int = _BLOCK) -> torc
     w, b = head.weight.to(**like), head.bias.to(**like)
     norms = boundary_norms(head).to(**like)
     n, c = z.shape[0], w.shape[0]
-    rows = max(1, min(n, block // max(1, z.shape[1], c)))
+    rows = rows_within(n, max(z.shape[1], c), block)
     gap_buf, norm_buf = torch.empty(rows, c, **like), torch.empty(rows, c, **like)
     out = torch.empty(n, **like)
     for i in range(0, n, rows):
@@ -110,7 +111,7 @@ class FDBD(Detector):
         if self.normalizer == "norm":
             return db.div_(torch.linalg.vector_norm(z, dim=1).clamp_min_(_TINY)).neg_()
         mu = self.train_mean_.to(z.device, z.dtype)
-        rows = max(1, min(z.shape[0], _BLOCK // max(1, z.shape[1])))
+        rows = rows_within(z.shape[0], z.shape[1], _BLOCK)
         buf = torch.empty(rows, z.shape[1], dtype=z.dtype, device=z.device)
         dist = torch.empty_like(db)
         for i in range(0, z.shape[0], rows):

@@ -27,6 +27,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._blocks import rows_within
 from .base import Detector
 from .temp_scaled_msp import log1m_max_softmax
 
@@ -70,7 +71,7 @@ def generalized_entropy(logits: torch.Tensor, gamma: float, m: int, block: int =
     two work buffers (fresh large allocations cost more than the arithmetic here)."""
     n, c = logits.shape
     out = torch.empty(n, dtype=logits.dtype, device=logits.device)
-    rows = max(1, min(n, block // max(1, c)))
+    rows = rows_within(n, c, block)
     s, e = (torch.empty(rows, c, dtype=logits.dtype, device=logits.device) for _ in range(2))
     for i in range(0, n, rows):
         r = min(rows, n - i)

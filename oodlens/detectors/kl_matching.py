@@ -29,6 +29,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._blocks import rows_within
 from ._gaussian import block_rows
 from .base import Detector
 
@@ -75,7 +76,7 @@ def min_kl_to_templates(logits: torch.Tensor, log_templates: torch.Tensor, block
     n, c = logits.shape
     like = {"dtype": logits.dtype, "device": logits.device}
     lt = log_templates.T.contiguous()
-    rows = max(1, min(n, block // max(1, c, lt.shape[1])))
+    rows = rows_within(n, max(c, lt.shape[1]), block)
     s_buf, e_buf, x_buf = torch.empty(rows, c, **like), torch.empty(rows, c, **like), torch.empty(rows, lt.shape[1], **like)
     out = torch.empty(n, **like)
     for i in range(0, n, rows):

@@ -23,6 +23,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._blocks import rows_within
 from ._gaussian import mean64
 from .base import Detector
 
@@ -56,7 +57,7 @@ class NCI(Detector):
         like = {"dtype": z.dtype, "device": z.device}
         w, b, mu = self.head_.weight.to(**like), self.head_.bias.to(**like), self.train_mean_.to(**like)
         n, d = z.shape
-        rows = max(1, min(n, _BLOCK // max(1, d, w.shape[0])))
+        rows = rows_within(n, max(d, w.shape[0]), _BLOCK)
         logits, centred, w_pred = torch.empty(rows, w.shape[0], **like), torch.empty(rows, d, **like), torch.empty(rows, d, **like)
         out = torch.empty(n, **like)
         for i in range(0, n, rows):
