@@ -6,7 +6,9 @@ import mpmath
 import pytest
 import torch
 
+import oodlens.detectors._shaping as shaping
 from oodlens.detectors import create
+from oodlens.detectors._argmax import row_argmax
 from oodlens.errors import OODLensError
 from oodlens.features import Features
 
@@ -27,10 +29,42 @@ def _score(f: torch.Tensor, **params) -> torch.Tensor:
     return create("gen", **params).fit(Features(logits=f)).score(Features(logits=f))
 
 
+@pytest.fixture(params=["compiled argmax", "torch argmax"])
+def argmax_path(request, monkeypatch):
+    """The row argmax through the compiled kernel (forced on small inputs) or through torch."""
+    if request.param == "compiled argmax":
+        if shaping.compiled_kernels() is None:
+            pytest.skip("numba is not installed")
+        monkeypatch.setattr(shaping, "COMPILED_MIN_VALUES", 0)
+    else:
+        monkeypatch.setattr(shaping, "USE_COMPILED", False)
+    return request.param
+
+
 @pytest.mark.parametrize("gamma,m", [(0.1, 100), (0.1, 3), (0.5, 1), (0.01, 7), (2.0, 4)])
-def test_matches_naive_formula(gamma, m):
+def test_matches_naive_formula(gamma, m, argmax_path):
     f = torch.randn(25, 7, generator=torch.Generator().manual_seed(0)) * 2
+    f[3, [1, 4]] = f[3].max() + 1.0  # a tie at the maximum
     assert torch.allclose(_score(f, gamma=gamma, M=m).double(), _naive(f, gamma, m), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cols", [1, 3, 4, 7, 100])
+def test_compiled_row_argmax_equals_torch(monkeypatch, dtype, cols):
+    """``row_argmax`` through the compiled kernel: torch.argmax's index (the first maximum), also with ties,
+    negative rows, ±inf and a maximum in the last column; rows split over 3 threads."""
+    if shaping.compiled_kernels() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(shaping, "COMPILED_MIN_VALUES", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    g = torch.Generator().manual_seed(cols)
+    x = torch.randint(-3, 3, (500, cols), generator=g).to(dtype)  # many ties
+    x[:100] = torch.randn(100, cols, generator=g, dtype=dtype) - 50.0
+    x[100, -1] = 1e9
+    x[101, 0] = -torch.inf
+    x[102] = torch.inf
+    x[103, cols // 2] = torch.inf
+    assert torch.equal(row_argmax(x), x.argmax(1))
 
 
 def test_defaults_follow_the_paper():

@@ -311,6 +311,36 @@ def clip_rows(a, lower, upper, upper_gamma, gamma, out):
             o[j] = upper[j] if h > upper_gamma[j] else h
 
 
+@numba.njit(**_JIT)
+def argmax_rows(a, out):
+    """out[i] = the index of the first largest entry of row i of ``a`` (B, n), n ≥ 1, as ``torch.argmax``
+    (rows without NaN): a max with four running maxima, then a scan for its first position."""
+    n = a.shape[1]
+    for i in range(a.shape[0]):
+        row = a[i]
+        m0 = row[0]
+        m1 = m0
+        m2 = m0
+        m3 = m0
+        j = 0
+        while j + 4 <= n:
+            m0 = row[j] if row[j] > m0 else m0
+            m1 = row[j + 1] if row[j + 1] > m1 else m1
+            m2 = row[j + 2] if row[j + 2] > m2 else m2
+            m3 = row[j + 3] if row[j + 3] > m3 else m3
+            j += 4
+        while j < n:
+            m0 = row[j] if row[j] > m0 else m0
+            j += 1
+        m0 = m0 if m0 > m1 else m1
+        m2 = m2 if m2 > m3 else m3
+        m = m0 if m0 > m2 else m2
+        j = 0
+        while j < n - 1 and row[j] != m:
+            j += 1
+        out[i] = j
+
+
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that n · _LN2_HI is exact for |n| < 2^11 (fdlibm)
 _LN2_LO = 1.90821492927058770002e-10
 _INV_LN2 = 1.44269504088896338700e+00
