@@ -1,5 +1,5 @@
 """Row-wise argmax of logits. On the CPU torch's max-with-index over short rows (C ≈ 100) costs several times a
-plain max, so large CPU inputs go through the compiled kernel :func:`._select.argmax_rows` (rows split over the
+plain max, so large CPU inputs go through the compiled kernel :func:`._logit_kernels.argmax_rows` (rows split over the
 torch thread count); small inputs, other devices, or no numba: ``torch.argmax``. Both return the first index of
 the maximum."""
 

@@ -1,5 +1,6 @@
 """Compiled (numba) kernels of the activation-shaping detectors: a per-row top-k selection fused with the
-shaping (ASH, SCALE), the element-wise clip of VRA / ReAct, and the energy (logsumexp) of the logits.
+shaping (ASH, SCALE) and the element-wise clip of VRA / ReAct. The kernels over rows of logits (energy, argmax)
+are in :mod:`._logit_kernels`.
 
 Imported lazily by :mod:`._shaping` (this module imports numba; decorating compiles nothing: a kernel compiles on
 its first call for the argument types given, ``cache=True`` keeps the machine code on disk). Every kernel
@@ -22,10 +23,10 @@ and order statistics are those of a sort (the tests compare with ``numpy.partiti
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
+
+__all__ = ["topk_rows", "clip_rows", "STATS", "PRUNE", "BINARISE"]
 
 #: fast-math flags that let sums be reassociated, i.e. vectorised (float64 sums of a row may so differ from
 #: numpy's in the last bits); no "no NaN / no inf" flags: a bracket's width may overflow to inf (float64)
@@ -309,101 +310,3 @@ def clip_rows(a, lower, upper, upper_gamma, gamma, out):
             h = v + gamma
             h = gamma - gamma if v < lower[j] else h
             o[j] = upper[j] if h > upper_gamma[j] else h
-
-
-@numba.njit(**_JIT)
-def argmax_rows(a, out):
-    """out[i] = the index of the first largest entry of row i of ``a`` (B, n), n ≥ 1, as ``torch.argmax``
-    (rows without NaN): a max with four running maxima, then a scan for its first position."""
-    n = a.shape[1]
-    for i in range(a.shape[0]):
-        row = a[i]
-        m0 = row[0]
-        m1 = m0
-        m2 = m0
-        m3 = m0
-        j = 0
-        while j + 4 <= n:
-            m0 = row[j] if row[j] > m0 else m0
-            m1 = row[j + 1] if row[j + 1] > m1 else m1
-            m2 = row[j + 2] if row[j + 2] > m2 else m2
-            m3 = row[j + 3] if row[j + 3] > m3 else m3
-            j += 4
-        while j < n:
-            m0 = row[j] if row[j] > m0 else m0
-            j += 1
-        m0 = m0 if m0 > m1 else m1
-        m2 = m2 if m2 > m3 else m3
-        m = m0 if m0 > m2 else m2
-        j = 0
-        while j < n - 1 and row[j] != m:
-            j += 1
-        out[i] = j
-
-
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that n · _LN2_HI is exact for |n| < 2^11 (fdlibm)
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e+00
-
-
-@numba.njit(inline="always", **_JIT)
-def _exp_nonpositive(x):
-    """e^x for x ≤ 0 in float64, vectorisable (no libm call): x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by its
-    Taylor polynomial of degree 13 (truncation < 1e-18), 2^n from the exponent bits; relative error below 1e-15
-    for x ≥ −40 (the terms that can matter next to e^0), ~1e-14 near −700. Below −700 it returns 0: such a term
-    cannot change a sum that contains e^0 = 1, and cutting there keeps every intermediate a normal number
-    (subnormal arithmetic is slow)."""
-    y = x if x > -700.0 else -700.0
-    n = math.floor(y * _INV_LN2 + 0.5)
-    r = (y - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    scale = np.int64((np.int64(n) + 1023) << 52).view(np.float64)
-    return p * scale if x > -700.0 else 0.0
-
-
-@numba.njit(**_JIT)
-def energy_rows(logits, factor, bias, use_factor, out):
-    """out[i] = −log Σ_c exp(f_i · logits[i, c] + bias[c]) in float64 (f_i = ``factor[i]`` if ``use_factor``,
-    else 1), max-shifted like ``torch.logsumexp``; ``bias`` float64."""
-    classes = logits.shape[1]
-    u = np.empty(classes)
-    for i in range(logits.shape[0]):
-        row = logits[i]
-        f = factor[i] if use_factor else 1.0
-        for c in range(classes):
-            u[c] = f * row[c] + bias[c]
-        # the max with four independent running maxima (a float max reduction does not vectorise)
-        m0 = u[0]
-        m1 = m0
-        m2 = m0
-        m3 = m0
-        c = 0
-        while c + 4 <= classes:
-            m0 = u[c] if u[c] > m0 else m0
-            m1 = u[c + 1] if u[c + 1] > m1 else m1
-            m2 = u[c + 2] if u[c + 2] > m2 else m2
-            m3 = u[c + 3] if u[c + 3] > m3 else m3
-            c += 4
-        while c < classes:
-            m0 = u[c] if u[c] > m0 else m0
-            c += 1
-        m0 = m0 if m0 > m1 else m1
-        m2 = m2 if m2 > m3 else m3
-        m = m0 if m0 > m2 else m2
-        total = 0.0
-        for c in range(classes):
-            total += _exp_nonpositive(u[c] - m)
-        out[i] = -(m + math.log(total))

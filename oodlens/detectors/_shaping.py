@@ -12,19 +12,21 @@ one thread synchronisation per op, and its order statistics (ASH, SCALE) a ``tor
 times the head product. Detectors that implement ``_shape_block_compiled`` are scored in three phases, each on all
 rows at once (up to ``COMPILED_BLOCK_ELEMENTS`` numbers) and on all cores: compiled numba kernels
 (:mod:`._select`: per-row selection by counting fused with the shaping, or an element-wise clip) write the shaped
-rows into one buffer; one head product gives the logits; a compiled kernel gives the energy (max-shifted
-logsumexp in float64, the factor and bias applied there). Few phases, because every hand-over between torch's
-OpenMP threads, which spin for a while after each op, and the kernels' threads costs time. The kernels are loaded
-(compiled the first time, then cached on disk) when the detector is fitted. Where numba is not installed (or
-``USE_COMPILED`` is off) ``_shape_block_cpu`` does the shaping with numpy kernels (``numpy.partition`` selection)
-on row blocks; other devices use the torch ``_shape``. The three give the same kept sets and shaped values (the
-tests check it); sums and the energy are float64 in another order, so scores agree to float32 rounding.
+rows into one buffer; one head product gives the logits; a compiled kernel (:mod:`._logit_kernels`) gives the
+energy (max-shifted logsumexp in float64, the factor and bias applied there). Few phases, because every hand-over
+between torch's OpenMP threads, which spin for a while after each op, and the kernels' threads costs time. The
+kernels are loaded (compiled the first time, then cached on disk) when the detector is fitted. Where numba is not
+installed (or ``USE_COMPILED`` is off) ``_shape_block_cpu`` does the shaping with numpy kernels
+(``numpy.partition`` selection) on row blocks; other devices use the torch ``_shape``. The three give the same kept
+sets and shaped values (the tests check it); sums and the energy are float64 in another order, so scores agree to
+float32 rounding.
 
 The order statistics (per-row k-th largest, kept sets, percentiles) live in :mod:`._order_stats`.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
@@ -53,18 +55,20 @@ _compiled_module = None
 
 
 def compiled_kernels():
-    """The :mod:`._select` kernel module (imported on first use), or None if ``USE_COMPILED`` is off or numba is
-    not installed."""
+    """The compiled kernels — the public names of :mod:`._select` (selection, clip) and :mod:`._logit_kernels`
+    (energy, argmax) in one namespace, imported on first use — or None if ``USE_COMPILED`` is off or numba is not
+    installed."""
     global _compiled_module
     if not USE_COMPILED:
         return None
     if _compiled_module is None:
         try:
-            from . import _select
+            from . import _logit_kernels, _select
         except ImportError:  # numba missing: the numpy kernels do the work
             _compiled_module = False
         else:
-            _compiled_module = _select
+            _compiled_module = SimpleNamespace(**{name: getattr(m, name) for m in (_select, _logit_kernels)
+                                                  for name in m.__all__})
     return _compiled_module or None
 
 
