@@ -16,30 +16,38 @@ from ._select import _JIT
 __all__ = ["energy_rows", "argmax_rows"]
 
 
+@numba.njit(inline="always", **_JIT)
+def _max(x):
+    """max of a 1-D array (n ≥ 1) with four independent running maxima (a float max reduction does not
+    vectorise, four chains at least overlap)."""
+    n = x.shape[0]
+    m0 = x[0]
+    m1 = m0
+    m2 = m0
+    m3 = m0
+    j = 0
+    while j + 4 <= n:
+        m0 = x[j] if x[j] > m0 else m0
+        m1 = x[j + 1] if x[j + 1] > m1 else m1
+        m2 = x[j + 2] if x[j + 2] > m2 else m2
+        m3 = x[j + 3] if x[j + 3] > m3 else m3
+        j += 4
+    while j < n:
+        m0 = x[j] if x[j] > m0 else m0
+        j += 1
+    m0 = m0 if m0 > m1 else m1
+    m2 = m2 if m2 > m3 else m3
+    return m0 if m0 > m2 else m2
+
+
 @numba.njit(**_JIT)
 def argmax_rows(a, out):
     """out[i] = the index of the first largest entry of row i of ``a`` (B, n), n ≥ 1, as ``torch.argmax``
-    (rows without NaN): a max with four running maxima, then a scan for its first position."""
+    (rows without NaN): the row's max, then a scan for its first position."""
     n = a.shape[1]
     for i in range(a.shape[0]):
         row = a[i]
-        m0 = row[0]
-        m1 = m0
-        m2 = m0
-        m3 = m0
-        j = 0
-        while j + 4 <= n:
-            m0 = row[j] if row[j] > m0 else m0
-            m1 = row[j + 1] if row[j + 1] > m1 else m1
-            m2 = row[j + 2] if row[j + 2] > m2 else m2
-            m3 = row[j + 3] if row[j + 3] > m3 else m3
-            j += 4
-        while j < n:
-            m0 = row[j] if row[j] > m0 else m0
-            j += 1
-        m0 = m0 if m0 > m1 else m1
-        m2 = m2 if m2 > m3 else m3
-        m = m0 if m0 > m2 else m2
+        m = _max(row)
         j = 0
         while j < n - 1 and row[j] != m:
             j += 1
@@ -90,24 +98,7 @@ def energy_rows(logits, factor, bias, use_factor, out):
         f = factor[i] if use_factor else 1.0
         for c in range(classes):
             u[c] = f * row[c] + bias[c]
-        # the max with four independent running maxima (a float max reduction does not vectorise)
-        m0 = u[0]
-        m1 = m0
-        m2 = m0
-        m3 = m0
-        c = 0
-        while c + 4 <= classes:
-            m0 = u[c] if u[c] > m0 else m0
-            m1 = u[c + 1] if u[c + 1] > m1 else m1
-            m2 = u[c + 2] if u[c + 2] > m2 else m2
-            m3 = u[c + 3] if u[c + 3] > m3 else m3
-            c += 4
-        while c < classes:
-            m0 = u[c] if u[c] > m0 else m0
-            c += 1
-        m0 = m0 if m0 > m1 else m1
-        m2 = m2 if m2 > m3 else m3
-        m = m0 if m0 > m2 else m2
+        m = _max(u)
         total = 0.0
         for c in range(classes):
             total += _exp_nonpositive(u[c] - m)
