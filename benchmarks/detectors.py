@@ -365,7 +365,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                         r.get("error") or r.get("skip")])
             continue
         floor = r.get("floor_s")
-        ratio = f"{r.get('ratio', r['score_s'] / floor if floor else 0):.1f}×" if floor else "n/a"
+        ratio = f"{r['ratio']:.1f}×" if floor else "n/a"
         note = [f"fit incl. fit_validation ({r['validation']})"] if r.get("validation") else []
         if not r.get("exact_memory", True):
             note.append("memory: ru_maxrss (approx.)")
