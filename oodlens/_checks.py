@@ -75,3 +75,21 @@ def check_labels(labels: Any, n: int, name: str = "labels") -> torch.Tensor:
     if n and int(y.min()) < 0:
         raise OODLensError(f"{name} must be non-negative class indices, got {int(y.min())}")
     return y
+
+
+def as_scores(x: Any, name: str, batched: bool = False) -> torch.Tensor:
+    """Scores as a finite float64 tensor: 1-D, or (..., n) when ``batched``."""
+    t = as_tensor(x, name)
+    if t.is_complex() or t.dtype == torch.bool:
+        raise OODLensError(f"{name} must be real scores, got dtype {t.dtype}")
+    t = t.detach().to(torch.float64)
+    if t.ndim == 0 or (not batched and t.ndim != 1):
+        raise OODLensError(f"{name} must be 1-D scores, got shape {tuple(t.shape)}")
+    check_finite(t, name)
+    return t
+
+
+def check_delta(delta: float, name: str = "delta") -> float:
+    if not (isinstance(delta, (int, float)) and 0.0 < float(delta) < 1.0):
+        raise OODLensError(f"{name} must be in (0, 1), got {delta!r}")
+    return float(delta)

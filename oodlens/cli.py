@@ -56,7 +56,6 @@ def _call(target: str, args: argparse.Namespace) -> int:
 
 
 def _list_methods() -> int:
-    from . import fusion  # noqa: F401  registers "fused"
     from .detectors import available_detectors, get_detector
 
     for name in available_detectors():

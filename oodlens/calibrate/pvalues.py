@@ -41,28 +41,11 @@ from typing import Any
 
 import torch
 
-from .._checks import as_tensor, check_finite
+from .._checks import as_scores, as_tensor, check_delta, check_finite
 from ..errors import OODLensError
+from .thresholds import conformal_threshold
 
 PVALUE_METHODS = ("marginal", "simes", "dkw")
-
-
-def as_scores(x: Any, name: str, batched: bool = False) -> torch.Tensor:
-    """Scores as a finite float64 tensor: 1-D, or (..., n) when ``batched``."""
-    t = as_tensor(x, name)
-    if t.is_complex() or t.dtype == torch.bool:
-        raise OODLensError(f"{name} must be real scores, got dtype {t.dtype}")
-    t = t.detach().to(torch.float64)
-    if t.ndim == 0 or (not batched and t.ndim != 1):
-        raise OODLensError(f"{name} must be 1-D scores, got shape {tuple(t.shape)}")
-    check_finite(t, name)
-    return t
-
-
-def check_delta(delta: float, name: str = "delta") -> float:
-    if not (isinstance(delta, (int, float)) and 0.0 < float(delta) < 1.0):
-        raise OODLensError(f"{name} must be in (0, 1), got {delta!r}")
-    return float(delta)
 
 
 def count_at_least(cal_sorted: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -228,6 +211,4 @@ class ConformalCalibrator:
 
     def threshold(self, acceptance: float = 0.95, guarantee: str = "marginal", delta: float | None = None):
         """Score threshold keeping ``acceptance`` of ID inputs (see :func:`~oodlens.calibrate.conformal_threshold`)."""
-        from .thresholds import conformal_threshold
-
         return conformal_threshold(self.scores, acceptance, guarantee, self.delta if delta is None else delta)

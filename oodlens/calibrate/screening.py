@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import OODLensError
-from .pvalues import as_scores
+from .._checks import as_scores
 
 SCREENING_METHODS = ("bh", "storey")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import OODLensError
-from .pvalues import as_scores, check_delta
+from .._checks import as_scores, check_delta
 
 GUARANTEES = ("marginal", "beta", "dkw")
 

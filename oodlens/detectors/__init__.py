@@ -6,7 +6,6 @@
 """
 
 from .base import Detector, Head
-from .registry import available_detectors, create, detectors_for, get_detector, register
-from . import _discover  # noqa: F401,E402  registers every built-in method
+from .registry import available_detectors, create, detectors_for, get_detector, register  # registers the built-ins
 
 __all__ = ["Detector", "Head", "available_detectors", "create", "detectors_for", "get_detector", "register"]

@@ -18,6 +18,7 @@ Fitted state lives in attributes ending in ``_``; tensors are saved as safetenso
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import os
@@ -69,6 +70,31 @@ class Head:
         return torch.addmm(self.bias.to(features.device, features.dtype), features, w.T)
 
 
+
+#: every detector class by its ``name``; filled by ``Detector.__init_subclass__`` (``registry.py`` reads it)
+_REGISTRY: dict[str, type["Detector"]] = {}
+
+
+def register(cls: type["Detector"]) -> type["Detector"]:
+    """Add ``cls`` under ``cls.name``; a second class under a taken name is an error."""
+    key = cls.name
+    old = _REGISTRY.get(key)
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise OODLensError(f"detector name {key!r} is taken by {old.__module__}.{old.__qualname__}")
+    _REGISTRY[key] = cls
+    return cls
+
+
+def get_detector(name: str) -> type["Detector"]:
+    """The class registered under ``name`` (built-in methods register when ``oodlens.detectors`` is imported)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise OODLensError(f"unknown detector {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
 class Detector:
     """Base class of every OOD detector. Subclasses set ``name`` and implement ``_fit`` and ``_score``."""
 
@@ -92,8 +118,6 @@ class Detector:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            from .registry import register
-
             register(cls)
 
     # -- to implement ----------------------------------------------------------------------------------
@@ -284,8 +308,6 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Detector":
         """Load any saved detector; called on a subclass it checks the file holds that class."""
-        from .registry import get_detector
-
         tensors, meta = load_tensors(path, mmap=False)
         if "oodlens_detector" not in meta:
             raise OODLensError(f"{path} is not a saved oodlens detector")

@@ -1,46 +1,22 @@
-"""Registry of detector classes by name. Classes register themselves by defining ``name``."""
+"""Looking up detector classes by name. Classes register themselves (``base.register``) by defining ``name``;
+this module adds the built-in methods' discovery and the queries over the table."""
 
 from __future__ import annotations
 
-import difflib
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
-from ..errors import OODLensError
+from . import _discover  # noqa: F401  (imports every built-in method module once, which registers it)
+from .base import _REGISTRY, Detector, get_detector, register
 
-if TYPE_CHECKING:
-    from .base import Detector
-
-_REGISTRY: dict[str, type["Detector"]] = {}
+__all__ = ["available_detectors", "create", "detectors_for", "get_detector", "register"]
 
 
-def register(cls: type["Detector"]) -> type["Detector"]:
-    key = cls.name
-    if key in _REGISTRY and _REGISTRY[key] is not cls:
-        old = _REGISTRY[key]
-        if (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise OODLensError(f"detector name {key!r} is taken by {old.__module__}.{old.__qualname__}")
-    _REGISTRY[key] = cls
-    return cls
-
-
-def get_detector(name: str) -> type["Detector"]:
-    """The class registered under ``name``."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise OODLensError(f"unknown detector {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})") from None
-
-
-def create(name: str, **params: Any) -> "Detector":
+def create(name: str, **params: Any) -> Detector:
     """An instance of the detector registered under ``name``."""
     return get_detector(name)(**params)
 
 
 def available_detectors() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
@@ -48,7 +24,6 @@ def detectors_for(feature_names: Iterable[str], labels: bool = True, head: bool 
                   params: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """Names of detectors whose needs are met by these features / labels / head / model, each built with
     ``params[name]`` (default hyper-parameters otherwise)."""
-    _load_builtin()
     names = set(feature_names)
     params = params or {}
     out = []
@@ -62,7 +37,3 @@ def detectors_for(feature_names: Iterable[str], labels: bool = True, head: bool 
         if set(req) <= names:
             out.append(key)
     return out
-
-
-def _load_builtin() -> None:
-    from . import _discover  # noqa: F401  (imports every method module once)
