@@ -1,4 +1,4 @@
-"""The ``oodlens`` command: ``oodlens demo [digits|multimodal]``, ``oodlens bench CONFIG``, ``oodlens methods``.
+"""The ``oodlens`` command: ``oodlens demo [NAME]`` (every module in ``bench/demos``), ``oodlens bench CONFIG``, ``oodlens methods``.
 
 Errors print as one line (``oodlens: error: ...``) with exit status 2; ``--traceback`` shows the full trace.
 """
@@ -10,13 +10,9 @@ import importlib
 import sys
 from typing import Sequence
 
+from .bench.demos import DEFAULT_DEMO, available_demos, demo_entry
 from .errors import OODLensError
 
-#: demo name -> "module:function"; each function takes the parsed arguments and returns an exit status
-DEMOS = {
-    "digits": "oodlens.bench.demos.digits:run_demo",
-    "multimodal": "oodlens.multimodal.demo:run_demo",
-}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -24,9 +20,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    demos = available_demos()
+    listing = "\n".join(f"  {name:14s} {line}" for name, line in demos.items())
     demo = sub.add_parser("demo", help="run a built-in benchmark end to end and print its tables",
-                          description="Run a built-in benchmark on data that ships with the package's dependencies.")
-    demo.add_argument("name", nargs="?", default="digits", choices=sorted(DEMOS), help="which demo (default: digits)")
+                          description="Run a built-in benchmark on data that ships with the package's dependencies.",
+                          epilog=f"demos:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("name", nargs="?", default=DEFAULT_DEMO, choices=sorted(demos), metavar="NAME",
+                      help=f"which demo (default: {DEFAULT_DEMO}); listed below")
     demo.add_argument("--cache", default=".oodlens_cache", help="folder for cached models and features")
     demo.add_argument("--out", default=None, help="also write the tables (Markdown, HTML, CSV) to this folder")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(max(1, args.threads))
-            return _call(DEMOS[args.name], args)
+            return _call(demo_entry(args.name), args)
         if args.command == "bench":
             return _call("oodlens.bench.config:run_config", args)
         if args.command == "methods":

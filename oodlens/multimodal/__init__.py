@@ -1,6 +1,6 @@
 """Multimodal OOD detection (MultiOOD, Dong et al., NeurIPS 2024): model blocks, A2D / NP-Mix / Feature Mixing
 training, detectors on fused or per-modality outputs, modality-score fusion and attribution, the MultiOOD protocol
-and split readers, and a synthetic demo (``oodlens demo multimodal``).
+and split readers (the demo, ``oodlens demo multimodal``, lives in ``oodlens.bench.demos``).
 
 >>> from oodlens.multimodal import MultimodalClassifier, TrainConfig, train, Benchmark, evaluate
 >>> model = MultimodalClassifier({"video": None, "flow": None}, {"video": 2304, "flow": 2048}, num_classes=25)

@@ -21,6 +21,7 @@ from ..protocol import Benchmark, TestSet
 from ..report import render_markdown, write_reports
 from ..runner import BenchmarkResult, run_benchmark
 
+SUMMARY = "a CNN on digits 0–5 vs near (6–9), far (photos, noise) and covariate-shifted digits (the default)"
 CACHE_VERSION = "digits-v2"
 POOLED_LAYERS = {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "pool": "features"}
 MAP_LAYERS = {"layer2": "layer2_map", "layer3": "layer3_map"}

@@ -43,15 +43,16 @@ from typing import Any, Sequence
 
 import torch
 
-from ..detectors import available_detectors, get_detector
-from ..errors import OODLensError
-from ..metrics import ood_metrics
-from .modality_fusion import ModalityWiseDetector
-from .model import MultimodalClassifier, mlp_encoder
-from .protocol import Benchmark, evaluate
-from .demo_report import FPR, main_table, render
-from .trainer import TrainConfig, Trainer
+from ...detectors import available_detectors, get_detector
+from ...errors import OODLensError
+from ...metrics import ood_metrics
+from ...multimodal.modality_fusion import ModalityWiseDetector
+from ...multimodal.model import MultimodalClassifier, mlp_encoder
+from ...multimodal.protocol import Benchmark, evaluate
+from ...multimodal.trainer import TrainConfig, Trainer
+from ._multimodal_report import FPR, main_table, render
 
+SUMMARY = "synthetic two-modality benchmark: baseline vs A2D and A2D + NP-Mix training (MultiOOD)"
 DEFAULT_DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "knn")
 VARIANTS = {"baseline": "baseline", "A2D": "a2d", "A2D+NP-Mix": "a2d_npmix"}
 CACHE_VERSION = "mm-demo-v1"
