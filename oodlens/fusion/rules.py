@@ -22,7 +22,7 @@ rules call "fully typical" keep their order). The χ² tail uses the closed form
 Other rules:
 
 * ``zscore`` — ``mean_j (s_j − μ_j) / σ_j`` with each member's ID calibration mean and standard deviation
-  (unbiased, ``n − 1``).
+  (unbiased, ``n − 1``); ``zscore_max`` — ``max_j (s_j − μ_j) / σ_j`` (the most unusual member decides).
 * ``logistic`` — ``b + Σ_j w_j (s_j − μ_j) / σ_j`` with ``(w, b)`` from an L2-regularised logistic regression of
   ID validation (0) vs validation OOD (1) with balanced class weights: the minimiser of
   ``½‖w‖² + C Σ_i c_i log(1 + exp(−y±_i (w·z_i + b)))``, ``c_i = N / (2 N_{class(i)})``, intercept not
@@ -46,7 +46,10 @@ from ..calibrate.pvalues import count_at_least, pvalue_table
 from ..errors import NotFittedError, OODLensError
 
 P_RULES = ("fisher", "bonferroni", "simes", "harmonic", "mean")
-RULES = P_RULES + ("zscore", "logistic")
+RULES = P_RULES + ("zscore", "zscore_max", "logistic")
+#: classic statistics of member p-values, monotone in a combined p-value (same ranking, other numbers):
+#: ``fisher`` −2 Σ_j log p_j (Fisher's χ²_{2K} statistic), ``min_p`` −log min_j p_j (Bonferroni's, before × K)
+P_STATISTICS = ("fisher", "min_p")
 
 
 def check_rule(method: str) -> str:
@@ -132,7 +135,7 @@ def fit_rule(id_scores: torch.Tensor, method: str, ood_scores: torch.Tensor | No
         raise OODLensError(f"fusion needs at least 2 ID calibration samples, got {n}")
     mean = id_scores.mean(0)
     std = id_scores.std(0)
-    if method in ("zscore", "logistic"):
+    if method in ("zscore", "zscore_max", "logistic"):
         flat = [names[j] for j in range(k) if not float(std[j]) > 0.0]
         if flat:
             raise OODLensError(f"cannot standardise member(s) {flat}: their ID calibration scores are constant")
@@ -193,11 +196,22 @@ def logistic_regression(z: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_it
     return theta[:-1].clone(), theta[-1].clone()
 
 
-def member_pvalues(scores: torch.Tensor, cal_sorted: torch.Tensor) -> torch.Tensor:
-    """Marginal conformal p-values (N, K) of member scores (N, K) against sorted calibration scores (K, n)."""
+def member_pvalues(scores: torch.Tensor, cal_sorted: torch.Tensor, method: str = "marginal",
+                   delta: float = 0.1) -> torch.Tensor:
+    """Conformal p-values (N, K) of member scores (N, K) against sorted calibration scores (K, n): marginal, or
+    one of :mod:`oodlens.calibrate`'s calibration-conditional variants ('simes', 'dkw', with ``delta``)."""
     n = cal_sorted.shape[1]
     counts = count_at_least(cal_sorted.to(scores.device), scores.T.contiguous())
-    return pvalue_table(n, "marginal", device=scores.device)[counts].T
+    return pvalue_table(n, method, delta, device=scores.device)[counts].T
+
+
+def pvalue_statistic(p: torch.Tensor, method: str) -> torch.Tensor:
+    """A classic statistic (N,) of member p-values (N, K), higher = more OOD (see ``P_STATISTICS``)."""
+    if method == "fisher":
+        return -2.0 * torch.log(p).sum(1)
+    if method == "min_p":
+        return -torch.log(p.amin(1))
+    raise OODLensError(f"unknown p-value statistic {method!r}; use one of {', '.join(P_STATISTICS)}")
 
 
 def apply_rule(scores: torch.Tensor, method: str, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -207,6 +221,8 @@ def apply_rule(scores: torch.Tensor, method: str, state: Mapping[str, torch.Tens
     z = (scores - state["mean"].to(scores.device)) / state["std"].to(scores.device)
     if method == "zscore":
         return z.mean(1)
+    if method == "zscore_max":
+        return z.amax(1)
     if "coef" not in state:
         raise NotFittedError("the logistic fusion rule is not fitted: it needs validation OOD data")
     return z @ state["coef"].to(scores.device) + state["intercept"].to(scores.device)

@@ -17,7 +17,9 @@ Attribution reports every modality's ``z_m`` (and ``p_m``) and the modality with
 score is most unusual relative to its own ID calibration. ``z`` is an ID-relative scale, not a probability;
 ``p_m`` is a valid conformal p-value for exchangeable ID data.
 
-p-values are computed by binary search in the sorted calibration scores (no test × calibration matrix).
+This module keeps only what is specific to modalities (which features belong to which modality, attribution):
+the calibration state and the z rules are :mod:`oodlens.fusion`'s, the p-values :mod:`oodlens.calibrate`'s
+(so the calibration-conditional variants work per modality too).
 """
 
 from __future__ import annotations
@@ -27,26 +29,24 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .._checks import check_delta
+from ..calibrate.pvalues import PVALUE_METHODS
 from ..detectors import create, get_detector
 from ..detectors.base import Detector
 from ..errors import NotFittedError, OODLensError
 from ..features import Features
+from ..fusion.rules import P_STATISTICS, apply_rule, fit_rule, member_pvalues, pvalue_statistic, stack_scores
 
+#: modality fusion rule -> how it is computed: a fusion rule on z-scores, or a statistic of the p-values
 FUSION_RULES = ("max_z", "mean_z", "min_p", "fisher")
+_Z_RULES = {"max_z": "zscore_max", "mean_z": "zscore"}
 
 
 def _stack(scores: Mapping[str, Any], modalities: Sequence[str]) -> torch.Tensor:
     missing = [m for m in modalities if m not in scores]
     if missing:
         raise OODLensError(f"scores lack modalities {missing} (given: {sorted(scores)})")
-    cols = [torch.as_tensor(scores[m]).detach().to(torch.float64).reshape(-1) for m in modalities]
-    n = {c.shape[0] for c in cols}
-    if len(n) != 1:
-        raise OODLensError(f"modality scores disagree on N: { {m: c.shape[0] for m, c in zip(modalities, cols)} }")
-    out = torch.stack(cols, 1)
-    if not bool(torch.isfinite(out).all()):
-        raise OODLensError("modality scores contain non-finite values")
-    return out
+    return stack_scores({m: scores[m] for m in modalities}, "modality scores")[0]
 
 
 @dataclass
@@ -72,59 +72,51 @@ class Attribution:
 
 
 class ModalityCalibration:
-    """Per-modality ID calibration of raw scores: z-scores, conformal p-values, fusion and attribution."""
+    """Per-modality ID calibration of raw scores: z-scores, conformal p-values, fusion and attribution.
 
-    def __init__(self, modalities: Sequence[str]):
+    The calibration state is :func:`oodlens.fusion.rules.fit_rule`'s (means, standard deviations, sorted scores);
+    p-values come from :mod:`oodlens.calibrate` (``pvalues="marginal"``, or the calibration-conditional
+    ``"simes"`` / ``"dkw"`` with ``delta``)."""
+
+    def __init__(self, modalities: Sequence[str], pvalues: str = "marginal", delta: float = 0.1):
         self.modalities = list(modalities)
         if len(self.modalities) < 1:
             raise OODLensError("ModalityCalibration needs at least one modality")
+        if pvalues not in PVALUE_METHODS:
+            raise OODLensError(f"unknown p-value method {pvalues!r}; use one of {', '.join(PVALUE_METHODS)}")
+        self.pvalue_method = pvalues
+        self.delta = check_delta(delta)
+        self.state_: dict[str, torch.Tensor] | None = None
 
     def fit(self, calibration: Mapping[str, Any]) -> "ModalityCalibration":
         """``calibration``: modality → raw scores (higher = more OOD) of held-out ID data."""
         cal = _stack(calibration, self.modalities)
         if cal.shape[0] < 2:
             raise OODLensError(f"calibration needs at least 2 ID scores per modality, got {cal.shape[0]}")
-        self.mean_ = cal.mean(0)
-        self.std_ = cal.std(0)
-        flat = [m for m, s in zip(self.modalities, self.std_.tolist()) if not s > 0]
+        flat = [m for m, sd in zip(self.modalities, cal.std(0).tolist()) if not sd > 0]
         if flat:
             raise OODLensError(f"calibration scores of modalities {flat} are constant; cannot standardise them")
-        self.sorted_ = torch.sort(cal, 0).values
+        self.state_ = fit_rule(cal, "zscore", names=self.modalities)
         return self
 
     def _prepare(self, scores: Mapping[str, Any]) -> torch.Tensor:
-        """Stacked scores (N, M) in float64; the calibration state follows their device."""
-        if not hasattr(self, "mean_"):
+        if self.state_ is None:
             raise NotFittedError("ModalityCalibration is not fitted; call fit(calibration_scores) first")
-        s = _stack(scores, self.modalities)
-        for k in ("mean_", "std_", "sorted_"):
-            if getattr(self, k).device != s.device:
-                setattr(self, k, getattr(self, k).to(s.device))
-        return s
+        return _stack(scores, self.modalities)
 
     def zscores(self, scores: Mapping[str, Any]) -> torch.Tensor:
         s = self._prepare(scores)
-        return (s - self.mean_) / self.std_
+        return (s - self.state_["mean"].to(s.device)) / self.state_["std"].to(s.device)
 
     def pvalues(self, scores: Mapping[str, Any]) -> torch.Tensor:
-        s = self._prepare(scores)
-        n = self.sorted_.shape[0]
-        out = torch.empty_like(s)
-        for j in range(s.shape[1]):  # one binary search per modality (M is small)
-            below = torch.searchsorted(self.sorted_[:, j].contiguous(), s[:, j].contiguous(), right=False)
-            out[:, j] = (1 + (n - below)).to(torch.float64) / (n + 1)
-        return out
+        return member_pvalues(self._prepare(scores), self.state_["cal_sorted"], self.pvalue_method, self.delta)
 
     def fuse(self, scores: Mapping[str, Any], rule: str = "max_z") -> torch.Tensor:
         """Fused OOD score (N,), higher = more OOD."""
-        if rule == "max_z":
-            return self.zscores(scores).amax(1)
-        if rule == "mean_z":
-            return self.zscores(scores).mean(1)
-        if rule == "min_p":
-            return -torch.log(self.pvalues(scores).amin(1))
-        if rule == "fisher":
-            return -2.0 * torch.log(self.pvalues(scores)).sum(1)
+        if rule in _Z_RULES:
+            return apply_rule(self._prepare(scores), _Z_RULES[rule], self.state_)
+        if rule in P_STATISTICS:
+            return pvalue_statistic(self.pvalues(scores), rule)
         raise OODLensError(f"unknown fusion rule {rule!r}; choose one of {', '.join(FUSION_RULES)}")
 
     def attribute(self, scores: Mapping[str, Any]) -> Attribution:
