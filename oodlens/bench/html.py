@@ -1,0 +1,327 @@
+"""One self-contained HTML report: a single file, figures embedded as base64 PNG (or inline SVG), one stylesheet,
+no script, no network access — it opens offline and can be mailed as it is.
+
+How to use it (any demo or script)::
+
+    from oodlens.bench.html import HtmlReport
+
+    rep = HtmlReport("digits benchmark", subtitle="CNN on digits 0-5, seed 0")
+    rep.section("Main results", "Values ×100, one decimal. Higher score = more OOD.")
+    rep.table(df, caption="AUROC ↑", best="max", percent=True)     # best value per column marked
+    rep.figure(fig, caption="ROC curves")                           # a matplotlib Figure, embedded as PNG
+    rep.text("A paragraph.\\n\\nAnother one; lines starting '- ' become a list.")
+    rep.settings({"seed": 0, "oodlens": "0.1.0"})                   # a definition list
+    rep.section("Detection", df_boxes, fig_boxes)                   # or all at once: str / DataFrame / Figure
+    path = rep.write("out/report.html")                             # the folder is created
+
+Each ``section`` starts a new ``<section id=...>`` listed in the table of contents; ``table``, ``figure``,
+``text``, ``settings``, ``figures`` (a row of figures) and ``raw`` (trusted HTML) add to the current section.
+Every call returns the report, so calls chain. Text is escaped; ``**bold**`` and ```code``` are rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html as _html
+import io
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import OODLensError
+
+#: the stylesheet: system fonts, compact tables with tabular figures, best values and warnings marked
+CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#d9dee7; --head:#f3f5f9; --accent:#2456a6; --best:#e3f2e5;
+        --bestfg:#13612a; --warn:#fff4dc; --warnfg:#8a5a00; }
+* { box-sizing: border-box; }
+body { margin:0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--fg); background:#fff; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 32px 64px; }
+header.top { border-bottom: 3px solid var(--accent); margin-bottom: 18px; padding-bottom: 10px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+.subtitle { color: var(--muted); margin: 0; }
+h2 { font-size: 20px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 22px 0 8px; }
+p { margin: 8px 0; max-width: 92ch; }
+ul { margin: 6px 0 10px 22px; padding: 0; max-width: 92ch; }
+code { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--head);
+       padding: 1px 4px; border-radius: 3px; }
+nav.toc { background: var(--head); border: 1px solid var(--line); border-radius: 6px; padding: 10px 16px;
+          margin: 12px 0 8px; font-size: 14px; }
+nav.toc ol { margin: 4px 0 0 18px; padding: 0; columns: 2; column-gap: 32px; }
+nav.toc a { color: var(--accent); text-decoration: none; }
+nav.toc a:hover { text-decoration: underline; }
+.table-wrap { overflow-x: auto; margin: 8px 0 16px; }
+table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 6px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; white-space: nowrap; }
+thead th { background: var(--head); border-bottom: 2px solid #b9c1cf; text-align: right; font-weight: 600;
+           vertical-align: bottom; }
+thead th:first-child, tbody th { text-align: left; }
+tbody th { font-weight: 500; }
+td { text-align: right; }
+td.text { text-align: left; white-space: normal; }
+tbody tr:nth-child(even) { background: #fafbfd; }
+tbody tr:hover { background: #eef3fb; }
+td.best { background: var(--best); color: var(--bestfg); font-weight: 700; }
+tr.warn > th, tr.warn > td { background: var(--warn); }
+tr.mean > th, tr.mean > td { border-top: 2px solid #b9c1cf; font-style: italic; }
+.note { color: var(--muted); font-size: 13.5px; }
+.callout { border-left: 4px solid #e0a100; background: var(--warn); color: #4a3700; padding: 8px 12px;
+           margin: 10px 0; border-radius: 0 4px 4px 0; }
+figure { margin: 12px 0 20px; }
+figure img, figure svg { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; max-width: 92ch; }
+.figrow { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 14px; }
+.figrow figure { margin: 0; }
+dl.settings { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; font-size: 14px; }
+dl.settings dt { font-weight: 600; color: var(--muted); }
+dl.settings dd { margin: 0; word-break: break-word; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--line);
+         padding-top: 8px; }
+@media print { main { max-width: none; padding: 0; } nav.toc { display: none; } tbody tr:hover { background: none; } }
+"""
+
+
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _inline(text: str) -> str:
+    """Escape, then render ``**bold**`` and ```code```."""
+    out = _html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def text_html(text: str) -> str:
+    """Paragraphs (blank-line separated); a block whose lines all start with ``- `` becomes a list."""
+    blocks = [b.strip("\n") for b in re.split(r"\n\s*\n", str(text)) if b.strip()]
+    parts = []
+    for block in blocks:
+        lines = block.splitlines()
+        if all(line.lstrip().startswith("- ") for line in lines):
+            items = "".join(f"<li>{_inline(line.lstrip()[2:])}</li>" for line in lines)
+            parts.append(f"<ul>{items}</ul>")
+        else:
+            parts.append(f"<p>{_inline(' '.join(line.strip() for line in lines))}</p>")
+    return "\n".join(parts)
+
+
+def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 110) -> bytes:
+    """Render a matplotlib Figure to PNG or SVG bytes (Agg canvas; no pyplot, no display needed)."""
+    if fmt not in ("png", "svg"):
+        raise OODLensError(f"figure format must be 'png' or 'svg', got {fmt!r}")
+    if not hasattr(fig, "savefig"):
+        raise OODLensError(f"expected a matplotlib Figure, got {type(fig).__name__}")
+    if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def figure_html(fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png", dpi: int = 110) -> str:
+    """A ``<figure>`` with the image embedded (base64 PNG ``<img>``, or inline ``<svg>``)."""
+    data = figure_bytes(fig, fmt, dpi)
+    alt_text = _html.escape(alt or caption or "figure", quote=True)
+    if fmt == "svg":
+        svg = data.decode("utf-8")
+        svg = svg[svg.find("<svg"):]
+        body = f'<div role="img" aria-label="{alt_text}">{svg}</div>'
+    else:
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        body = f'<img src="{uri}" alt="{alt_text}">'
+    cap = f"<figcaption>{_inline(caption)}</figcaption>" if caption else ""
+    return f"<figure>{body}{cap}</figure>"
+
+
+def _cell(v: Any, percent: bool, digits: int) -> tuple[str, bool]:
+    """(text, is_number) of one table cell."""
+    import numpy as np
+
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return "–", True
+    if isinstance(v, (bool, np.bool_)):
+        return ("yes" if v else "no"), False
+    if isinstance(v, (int, np.integer)) and not percent:
+        return str(int(v)), True
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return f"{float(v) * (100 if percent else 1):.{digits}f}", True
+    return str(v), False
+
+
+def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str] | None = None,
+               percent: bool = False, digits: int = 1, warn_rows: Iterable[Any] = (),
+               mean_rows: Iterable[Any] = (), index: bool = True, index_name: str | None = None) -> str:
+    """A DataFrame as an HTML table. Numbers get one format (×100 when ``percent``, ``digits`` decimals).
+    ``best``: ``"max"`` / ``"min"`` for every numeric column, or ``{column: "max"|"min"}``; the best value of each
+    such column (over rows not in ``mean_rows``) is marked (bold, tinted, ``class="best"``). ``warn_rows``: index
+    labels shaded as a warning; ``mean_rows``: summary rows set apart (never marked best)."""
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise OODLensError(f"table expects a pandas DataFrame, got {type(df).__name__}")
+    warn, means = set(warn_rows), set(mean_rows)
+    rule = {c: best for c in df.columns} if isinstance(best, str) else dict(best or {})
+    for c, r in rule.items():
+        if r not in ("max", "min"):
+            raise OODLensError(f"best for column {c!r} must be 'max' or 'min', got {r!r}")
+    marked: dict[Any, set[int]] = {}
+    body_rows = [i for i, key in enumerate(df.index) if key not in means]
+    for c, r in rule.items():
+        if c not in df.columns:
+            continue
+        col = pd.to_numeric(df[c].iloc[body_rows], errors="coerce").to_numpy(dtype=float) if body_rows else np.array([])
+        if col.size and np.isfinite(col).any():
+            target = np.nanmax(col) if r == "max" else np.nanmin(col)
+            marked[c] = {body_rows[i] for i in np.flatnonzero(np.isclose(col, target, rtol=0, atol=1e-12))}
+    names = [index_name if index_name is not None else (df.index.name or "")] if index else []
+    head = "".join(f"<th scope='col'>{_html.escape(str(n))}</th>" for n in [*names, *df.columns])
+    rows = []
+    for i, (key, row) in enumerate(df.iterrows()):
+        cls = " ".join(x for x in ("warn" if key in warn else "", "mean" if key in means else "") if x)
+        cells = [f"<th scope='row'>{_html.escape(str(key))}</th>"] if index else []
+        for c, v in zip(df.columns, row.tolist()):
+            text, numeric = _cell(v, percent, digits)
+            classes = [] if numeric else ["text"]
+            if i in marked.get(c, ()):
+                classes.append("best")
+                text = f"<strong>{_html.escape(text)}</strong>"
+            else:
+                text = _html.escape(text)
+            attr = f" class='{' '.join(classes)}'" if classes else ""
+            cells.append(f"<td{attr}>{text}</td>")
+        rows.append(f"<tr{f' class={chr(39)}{cls}{chr(39)}' if cls else ''}>{''.join(cells)}</tr>")
+    cap = f"<caption>{_inline(caption)}</caption>" if caption else ""
+    return (f"<div class='table-wrap'><table>{cap}<thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+class HtmlReport:
+    """Build a report section by section, then :meth:`write` one self-contained HTML file (see the module
+    docstring for an example)."""
+
+    def __init__(self, title: str, subtitle: str | None = None, toc: bool = True) -> None:
+        self.title = str(title)
+        self.subtitle = subtitle
+        self.toc = toc
+        self._sections: list[tuple[str, str, list[str]]] = []  # (id, name, html parts)
+        self._intro: list[str] = []
+        self._ids: set[str] = set()
+
+    # -- structure ------------------------------------------------------------------------------------------------
+    def section(self, name: str, *items: Any) -> "HtmlReport":
+        """Start a section; ``items`` (str → text, DataFrame → table, Figure → figure) are added to it."""
+        self._sections.append((_slug(name, self._ids), str(name), []))
+        for item in items:
+            self.add(item)
+        return self
+
+    @property
+    def _parts(self) -> list[str]:
+        return self._sections[-1][2] if self._sections else self._intro
+
+    def add(self, item: Any) -> "HtmlReport":
+        """Add a str (text), a DataFrame (table) or a matplotlib Figure (figure) to the current section."""
+        import pandas as pd
+
+        if isinstance(item, str):
+            return self.text(item)
+        if isinstance(item, pd.DataFrame):
+            return self.table(item)
+        if hasattr(item, "savefig"):
+            return self.figure(item)
+        raise OODLensError(f"cannot add {type(item).__name__} to a report: use a str, a DataFrame or a Figure")
+
+    def heading(self, text: str) -> "HtmlReport":
+        """A sub-heading (``<h3>``) inside the current section."""
+        self._parts.append(f"<h3>{_inline(text)}</h3>")
+        return self
+
+    def text(self, text: str, note: bool = False) -> "HtmlReport":
+        """Paragraphs (``note=True``: smaller, muted)."""
+        body = text_html(text)
+        self._parts.append(f"<div class='note'>{body}</div>" if note else body)
+        return self
+
+    def callout(self, text: str) -> "HtmlReport":
+        """A highlighted paragraph (a warning or a reading the reader should not miss)."""
+        self._parts.append(f"<div class='callout'>{text_html(text)}</div>")
+        return self
+
+    def table(self, df: Any, caption: str | None = None, **kwargs: Any) -> "HtmlReport":
+        """A table; keyword arguments as :func:`table_html` (``best``, ``percent``, ``digits``, ``warn_rows``...)."""
+        self._parts.append(table_html(df, caption, **kwargs))
+        return self
+
+    def figure(self, fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png",
+               dpi: int = 110) -> "HtmlReport":
+        """A matplotlib Figure embedded as base64 PNG (``fmt="svg"``: inline SVG)."""
+        self._parts.append(figure_html(fig, caption, alt, fmt, dpi))
+        return self
+
+    def figures(self, figs: Sequence[Any], captions: Sequence[str | None] | None = None, fmt: str = "png",
+                dpi: int = 110) -> "HtmlReport":
+        """Several figures side by side (wrapping on narrow screens)."""
+        caps = list(captions) if captions is not None else [None] * len(figs)
+        inner = "".join(figure_html(f, c, fmt=fmt, dpi=dpi) for f, c in zip(figs, caps))
+        self._parts.append(f"<div class='figrow'>{inner}</div>")
+        return self
+
+    def settings(self, items: Mapping[str, Any]) -> "HtmlReport":
+        """A definition list of run settings (seed, parameters, versions, ...)."""
+        rows = "".join(f"<dt>{_html.escape(str(k))}</dt><dd>{_inline(str(v))}</dd>" for k, v in items.items())
+        self._parts.append(f"<dl class='settings'>{rows}</dl>")
+        return self
+
+    def raw(self, html_text: str) -> "HtmlReport":
+        """Trusted HTML, inserted as is."""
+        self._parts.append(str(html_text))
+        return self
+
+    # -- output ---------------------------------------------------------------------------------------------------
+    @property
+    def section_names(self) -> list[str]:
+        return [name for _, name, _ in self._sections]
+
+    def to_html(self) -> str:
+        """The whole document as one string."""
+        from .. import __version__
+
+        title = _html.escape(self.title)
+        sub = f"<p class='subtitle'>{_inline(self.subtitle)}</p>" if self.subtitle else ""
+        toc = ""
+        if self.toc and len(self._sections) > 1:
+            items = "".join(f"<li><a href='#{sid}'>{_html.escape(name)}</a></li>" for sid, name, _ in self._sections)
+            toc = f"<nav class='toc' aria-label='contents'><strong>Contents</strong><ol>{items}</ol></nav>"
+        body = "\n".join(self._intro)
+        for sid, name, parts in self._sections:
+            body += f"\n<section id='{sid}'>\n<h2>{_html.escape(name)}</h2>\n" + "\n".join(parts) + "\n</section>"
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+                "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+                f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+                f"<header class='top'><h1>{title}</h1>{sub}</header>\n{toc}\n{body}\n"
+                f"<footer>Written by oodlens {__version__} on {stamp}. One self-contained file: figures are "
+                "embedded, nothing is loaded from the network.</footer>\n</main>\n</body>\n</html>\n")
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report (UTF-8) to ``path``, creating its folder; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_html(), encoding="utf-8")
+        return path
+
+
+__all__ = ["CSS", "HtmlReport", "figure_bytes", "figure_html", "table_html", "text_html"]

@@ -1,0 +1,102 @@
+"""The self-contained HTML report builder: structure, one number format, best values marked, figures embedded."""
+
+import base64
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from oodlens.bench.html import HtmlReport, table_html, text_html
+from oodlens.errors import OODLensError
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.imgs, self.best, self.stack = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "img":
+            self.imgs.append(a)
+        self.stack.append((tag, a))
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1][0] == "strong" and any("best" in (a.get("class") or "") for _, a in self.stack):
+            self.best.append(data)
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+
+def _fig():
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1])
+    return fig
+
+
+def test_report_structure_and_embedded_png(tmp_path):
+    df = pd.DataFrame({"near": [0.91, 0.955, 0.5], "far": [0.2, 0.1, 0.3]}, index=["a", "b", "c"])
+    rep = (HtmlReport("My <run>", subtitle="seed 0")
+           .section("Main", "Intro **bold** and `code`.", df)
+           .table(df, caption="AUROC", best={"near": "max", "far": "min"}, percent=True)
+           .figure(_fig(), caption="a line")
+           .section("Settings").settings({"seed": 0}))
+    path = rep.write(tmp_path / "sub" / "r.html")
+    text = path.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "</html>" in text
+    assert "My &lt;run&gt;" in text and "<run>" not in text
+    assert "<strong>bold</strong>" in text and "<code>code</code>" in text
+    assert rep.section_names == ["Main", "Settings"]
+    assert "href='#main'" in text and "id='settings'" in text
+    p = _Collect()
+    p.feed(text)
+    # best: max of near ×100 = 95.5, min of far ×100 = 10.0 — both on row b
+    assert p.best == ["95.5", "10.0"]
+    assert len(p.imgs) == 1
+    uri = p.imgs[0]["src"]
+    assert uri.startswith("data:image/png;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert p.imgs[0]["alt"] == "a line"
+    # offline: nothing references another file or the network
+    assert not re.search(r"(src|href)=['\"](?!data:|#)", text)
+
+
+def test_table_format_means_and_warnings():
+    df = pd.DataFrame({"x": [0.5, 0.25, np.nan], "name": ["p", "q", "r"]}, index=["d1", "d2", "mean"])
+    out = table_html(df, best="max", percent=True, warn_rows=["d2"], mean_rows=["mean"])
+    assert "50.0" in out and "25.0" in out and "–" in out
+    assert "<tr class='warn'><th scope='row'>d2" in out
+    assert "<tr class='mean'>" in out
+    assert out.count("class='best'") == 1  # text column 'name' never marked
+    assert "class='text'>p<" in out
+
+
+def test_svg_and_figure_row():
+    rep = HtmlReport("t").section("s").figures([_fig(), _fig()], ["one", "two"], fmt="svg")
+    text = rep.to_html()
+    assert text.count("<svg") == 2 and "class='figrow'" in text
+    assert "<?xml" not in text
+
+
+def test_text_lists_and_escaping():
+    out = text_html("first <b>\n\n- one\n- two")
+    assert "<p>first &lt;b&gt;</p>" in out and "<ul><li>one</li><li>two</li></ul>" in out
+
+
+def test_bad_input_raises():
+    rep = HtmlReport("t").section("s")
+    with pytest.raises(OODLensError, match="DataFrame"):
+        rep.table([1, 2])
+    with pytest.raises(OODLensError, match="cannot add"):
+        rep.add(3.0)
+    with pytest.raises(OODLensError, match="'max' or 'min'"):
+        table_html(pd.DataFrame({"a": [1.0]}), best="biggest")
+    with pytest.raises(OODLensError, match="png' or 'svg"):
+        rep.figure(_fig(), fmt="jpg")
