@@ -4,14 +4,25 @@
 >>> feats["logits"].shape, feats["features"].shape      # (N, C), (N, D)
 
 Outputs with spatial dimensions are pooled to (N, D) by default (``pool="avg"``: mean over every dimension after
-the channels for 4-D/5-D maps, over the sequence for 3-D token outputs); ``pool="none"`` keeps them. Hooks are
-always removed, also on error. Rows are written into preallocated tensors (or straight to a safetensors file
-with ``out=``), so memory holds one batch plus the stored features.
+the channels for 4-D/5-D maps, over the sequence for 3-D token outputs — over the real tokens only when the batch
+is a dict with an ``attention_mask``); ``pool="none"`` keeps them. Hooks are always removed, also on error. Rows
+are written into preallocated tensors (or straight to a safetensors file with ``out=``), so memory holds one batch
+plus the stored features.
+
+What the model returns is named: a tensor is ``logits``; a dict, or a HuggingFace-style output object
+(``ModelOutput``, or any object with ``logits`` / ``last_hidden_state`` / ``pooler_output`` / ``embeddings``
+attributes) keeps its floating-point tensor entries under their own names (token-level entries ``(B, L, D)`` of
+tokenised text are pooled over the attention mask, so batches of different lengths work). Integer or boolean
+tensors (``input_ids``, ``attention_mask``) are never stored unless named in ``outputs=``.
+
+Data: a tensor, a **tuple** of tensors ``(inputs, labels)``, a Dataset, a DataLoader, or any iterable of batches
+(a **list** is a list of batches, never read as ``(inputs, labels)``). Empty data raises.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -31,51 +42,86 @@ class Extraction(NamedTuple):
     labels: torch.Tensor | None
 
 
-def pool_output(t: torch.Tensor, pool: Pool) -> torch.Tensor:
-    """Reduce a layer output to (N, D): 'avg' or 'max' over spatial / sequence dims, 'flatten', 'none', or a callable."""
+_POOLS = ("avg", "max", "flatten", "none")
+#: attribute names read from output objects that are not dicts (HuggingFace-style dataclasses)
+_OUTPUT_ATTRS = ("logits", "embeddings", "sentence_embedding", "pooler_output", "last_hidden_state",
+                 "image_embeds", "text_embeds")
+
+
+def pool_output(t: torch.Tensor, pool: Pool, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Reduce a layer output to (N, D): 'avg' or 'max' over spatial / sequence dims, 'flatten', 'none', or a callable.
+
+    ``mask`` (N, L), for 3-D token outputs (N, L, D): 'avg' and 'max' use only the tokens where it is non-zero."""
     if callable(pool):
         return pool(t)
+    if pool not in _POOLS:
+        raise OODLensError(f"unknown pool {pool!r}; use 'avg', 'max', 'flatten', 'none' or a callable")
     if pool == "none" or t.ndim <= 2:
         return t
     if pool == "flatten":
         return t.flatten(1)
+    if t.ndim == 3 and mask is not None and mask.shape == t.shape[:2]:
+        m = mask.to(device=t.device, dtype=torch.bool).unsqueeze(-1)
+        if pool == "avg":
+            return (t * m).sum(1) / m.sum(1).clamp_min(1)
+        return t.masked_fill(~m, float("-inf")).amax(1).nan_to_num(neginf=0.0)
     dims = (1,) if t.ndim == 3 else tuple(range(2, t.ndim))
-    if pool == "avg":
-        return t.mean(dim=dims)
-    if pool == "max":
-        return t.amax(dim=dims)
-    raise OODLensError(f"unknown pool {pool!r}; use 'avg', 'max', 'flatten', 'none' or a callable")
+    return t.mean(dim=dims) if pool == "avg" else t.amax(dim=dims)
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
+    """The tensor a hook stores: the output itself, a tuple's first, or a dict's / output object's first
+    floating-point entry (never ``input_ids`` when a float tensor is there)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    if isinstance(out, Mapping):
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
-                return v
+    named = _named_tensors(out)
+    floats = [v for v in named.values() if v.is_floating_point()]
+    if floats or named:
+        return (floats or list(named.values()))[0]
     raise OODLensError(f"cannot find a tensor in a layer output of type {type(out).__name__}")
 
 
-def _model_outputs(out: Any) -> dict[str, torch.Tensor]:
-    """Name the model's return value: a tensor is 'logits'; a dict keeps its tensor entries; a tuple's first is logits."""
-    if isinstance(out, torch.Tensor):
-        return {"logits": out}
+def _named_tensors(out: Any) -> dict[str, torch.Tensor]:
+    """Tensor entries of a dict / ModelOutput, or the known attributes of an output object."""
     if isinstance(out, Mapping):
         return {str(k): v for k, v in out.items() if isinstance(v, torch.Tensor)}
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return {"logits": out[0]}
-    raise OODLensError(f"model returned {type(out).__name__}; expected a tensor, a dict of tensors or a tuple")
+    return {k: v for k in _OUTPUT_ATTRS if isinstance(v := getattr(out, k, None), torch.Tensor)}
+
+
+def _model_outputs(out: Any, names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """Name the model's return value: a tensor is 'logits'; a dict / output object keeps its floating-point tensor
+    entries (integer ones such as input_ids only when listed in ``names``); a tuple's first is logits."""
+    if isinstance(out, torch.Tensor):
+        found = {"logits": out}
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        found = {"logits": out[0]}
+    else:
+        found = _named_tensors(out)
+        if not found:
+            raise OODLensError(f"model returned {type(out).__name__}; expected a tensor, a dict of tensors, a tuple "
+                               "or an output object with logits / last_hidden_state / embeddings")
+    if names is not None:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise OODLensError(f"model output has no entry {missing[0]!r} (it has: {', '.join(found)})")
+        return {n: found[n] for n in names}
+    return {k: v for k, v in found.items() if v.is_floating_point()}
 
 
 def _batches(data: Any, batch_size: int) -> tuple[Iterable, int | None]:
-    """An iterable of batches and the number of rows if known."""
+    """An iterable of batches and the number of rows if known. A tuple of tensors is (inputs, labels, ...); a list
+    is a list of batches."""
     if isinstance(data, torch.Tensor):
         data = TensorDataset(data)
-    elif isinstance(data, (tuple, list)) and data and all(isinstance(d, torch.Tensor) for d in data):
+    elif isinstance(data, tuple) and data and all(isinstance(d, torch.Tensor) for d in data):
+        if len({d.shape[0] for d in data}) > 1:
+            raise OODLensError("a tuple of tensors is read as (inputs, labels, ...) and needs one first dimension, got "
+                               f"{[tuple(d.shape) for d in data]}; pass a list to mean a list of batches")
         data = TensorDataset(*data)
+    elif isinstance(data, (list, tuple)) and not data:
+        raise OODLensError("data is empty: no batches to extract from")
     if isinstance(data, DataLoader):
         try:
             n = len(data.dataset)  # type: ignore[arg-type]
@@ -85,6 +131,23 @@ def _batches(data: Any, batch_size: int) -> tuple[Iterable, int | None]:
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
         return DataLoader(data, batch_size=batch_size, shuffle=False), len(data)  # type: ignore[arg-type]
     return data, None
+
+
+def _attention_mask(x: Any) -> torch.Tensor | None:
+    m = x.get("attention_mask") if isinstance(x, Mapping) else None
+    return m if isinstance(m, torch.Tensor) and m.ndim == 2 else None
+
+
+def _call(model: nn.Module, x: Any) -> Any:
+    """``model(**x)`` when ``x`` is a dict whose keys are ``forward``'s parameters (HuggingFace models), else ``model(x)``."""
+    if isinstance(x, Mapping) and x:
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if all(k in params for k in x):
+            return model(**x)
+    return model(x)
 
 
 def _split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
@@ -125,16 +188,26 @@ def _resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str] 
     return mapping
 
 
+def _check_rows(name: str, v: torch.Tensor, want: tuple, b: int) -> None:
+    """Every batch must give ``name`` the same per-row shape and ``b`` rows."""
+    if tuple(v.shape[1:]) != tuple(want) or v.shape[0] != b:
+        raise OODLensError(f"output {name!r} has shape {tuple(v.shape)} in this batch but (B, {', '.join(map(str, want))}) "
+                           f"before: outputs of varying length must be pooled (pool='avg'), or padded to one length")
+
+
 def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, str] | None = None,
             device: str | torch.device | None = None, batch_size: int = 256, pool: Pool | Mapping[str, Pool] = "avg",
             logits: bool = True, out: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-            progress: bool = True, desc: str = "extract") -> Extraction:
+            progress: bool = True, desc: str = "extract", outputs: Sequence[str] | None = None) -> Extraction:
     """Run ``model`` over ``data`` once; return the captured :class:`Features` and the labels (if the data has any).
 
     ``data``: a tensor of inputs, a tuple of tensors (inputs, labels), a Dataset, a DataLoader or any iterable of
-    batches (a tensor, an ``(inputs, labels)`` pair, or a dict whose ``label`` entry is taken out).
+    batches — a list is a list of batches (each a tensor, an ``(inputs, labels)`` pair, or a dict whose ``label``
+    entry is taken out; a dict whose keys are ``forward``'s parameters, like a tokenizer's, is passed as keywords).
     ``layers``: module names, or a dict ``module name -> feature name``. ``pool``: one rule or one per module.
-    ``out``: also write the features to this safetensors file as they come (needs a known length).
+    ``logits``: also store what the model returns; ``outputs``: which of its named entries (default: every
+    floating-point one). ``out``: also write the features to this safetensors file as they come (needs a known
+    length).
     """
     from tqdm.auto import tqdm
 
@@ -151,13 +224,17 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
     modules = dict(model.named_modules())
     handles = []
 
+    mask: list[torch.Tensor | None] = [None]
+
     def make_hook(feature_name: str, module_name: str):
         rule = pool.get(module_name, "avg") if isinstance(pool, Mapping) else pool
 
         def hook(_module: nn.Module, _inp: Any, output: Any) -> None:
-            captured[feature_name] = pool_output(_first_tensor(output).detach(), rule)
+            captured[feature_name] = pool_output(_first_tensor(output).detach(), rule, mask[0])
 
         return hook
+
+    out_rule = "avg" if isinstance(pool, Mapping) else pool
 
     store: dict[str, torch.Tensor] = {}
     parts: dict[str, list[torch.Tensor]] = {}
@@ -174,13 +251,19 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
             for batch in bar:
                 x, y = _split_batch(batch)
                 captured.clear()
-                result = model(_to(x, device))
+                mask[0] = _attention_mask(x)
+                result = _call(model, _to(x, device))
                 outs = dict(captured)
-                if logits:
-                    for k, v in _model_outputs(result).items():
+                if logits or outputs is not None:
+                    for k, v in _model_outputs(result, outputs).items():
+                        if mask[0] is not None and v.ndim == 3 and v.shape[:2] == mask[0].shape:
+                            v = pool_output(v, out_rule, mask[0])  # token-level output of tokenised text
                         outs.setdefault(k, v)
                 outs = {k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in outs.items()}
-                b = next(iter(outs.values())).shape[0] if outs else 0
+                if not outs:
+                    raise OODLensError("nothing to store: the model returned no floating-point tensor and no layer "
+                                       "was captured; name layers=... or outputs=...")
+                b = next(iter(outs.values())).shape[0]
                 if n_total is not None:
                     if row == 0:
                         specs = {k: ((n_total, *v.shape[1:]), v.dtype) for k, v in outs.items()}
@@ -189,13 +272,19 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
                         else:
                             store = {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in specs.items()}
                     for k, v in outs.items():
+                        if k not in specs:
+                            raise OODLensError(f"output {k!r} appears in a later batch but not in the first")
+                        _check_rows(k, v, specs[k][0][1:], b)
                         if writer is not None:
                             writer.write_rows(k, row, v)
                         else:
                             store[k][row:row + b] = v
                 else:
                     for k, v in outs.items():
-                        parts.setdefault(k, []).append(v)
+                        first = parts.setdefault(k, [v])[0]
+                        if v is not first:
+                            _check_rows(k, v, tuple(first.shape[1:]), b)
+                            parts[k].append(v)
                 if y is not None:
                     label_parts.append(torch.as_tensor(y).cpu())
                 row += b
@@ -205,6 +294,8 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
         model.train(was_training)
         if writer is not None:
             writer.close()
+    if row == 0:
+        raise OODLensError("data is empty: it yielded no rows")
     if n_total is not None and row != n_total:
         raise OODLensError(f"data yielded {row} rows but reported length {n_total}")
     if writer is not None:
