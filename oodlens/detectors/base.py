@@ -315,12 +315,17 @@ class Detector:
         if cls is not Detector and not issubclass(klass, cls):
             raise OODLensError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
         det = klass(**json.loads(meta["params"]))
-        values = json.loads(meta["state"])
+        det.restore_state(tensors, json.loads(meta["state"]))
+        return det
+
+    def restore_state(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "Detector":
+        """Set the fitted state that :meth:`state` returned (``tensors``, JSON ``values``) on this instance."""
+        tensors = dict(tensors)
         for k, v in values.items():
             if v == "__head__":
-                setattr(det, k, Head(tensors.pop(k + "weight"), tensors.pop(k + "bias")))
+                setattr(self, k, Head(tensors.pop(k + "weight"), tensors.pop(k + "bias")))
             else:
-                setattr(det, k, v)
+                setattr(self, k, v)
         for k, t in tensors.items():
-            setattr(det, k, t)
-        return det
+            setattr(self, k, t)
+        return self

@@ -138,13 +138,7 @@ class Fused(Detector):
             det = create(st["name"], **st["params"])
             prefix = f"members.{i}."
             tensors = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
-            for k, v in st["values"].items():
-                if v == "__head__":
-                    setattr(det, k, Head(tensors.pop(k + "weight"), tensors.pop(k + "bias")))
-                else:
-                    setattr(det, k, v)
-            for k, v in tensors.items():
-                setattr(det, k, v)
+            det.restore_state(tensors, st["values"])
             model = self.__dict__.get("_model")
             if det.needs_model and model is not None:
                 det.attach_model(model)
