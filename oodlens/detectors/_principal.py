@@ -15,6 +15,8 @@ directly onto the complement — never ``‖z − u‖² − ‖P(z − u)‖²`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import OODLensError
@@ -48,13 +50,57 @@ def head_origin(head: Head, d: int) -> torch.Tensor:
     return -(torch.linalg.pinv(w) @ head.bias.to(w.device, torch.float64))
 
 
+@dataclass(frozen=True)
+class PrincipalStats:
+    """Sufficient statistics of a principal subspace about a fixed origin u: the row count, u (D,) and the sum of
+    outer products M = Σ_i (z_i − u)(z_i − u)ᵀ (D, D), float64. The origin is known before any row is read (it
+    comes from the head), so shards merge by plain addition: a fit from merged shards equals the fit on all rows
+    (``oodlens.scale``); the one-process fit is the fit from the statistics of all rows (``principal_stats``)."""
+
+    count: torch.Tensor
+    origin: torch.Tensor
+    moment: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.origin.shape[0])
+
+    def merge(self, other: "PrincipalStats") -> "PrincipalStats":
+        if other.dim != self.dim:
+            raise OODLensError(f"cannot merge principal statistics of {self.dim}-dimensional features with "
+                               f"{other.dim}-dimensional ones: every shard must have the same feature width")
+        if not torch.equal(self.origin, other.origin.to(self.origin.device)):
+            raise OODLensError("cannot merge principal statistics taken about different origins (different heads)")
+        return PrincipalStats(self.count + other.count, self.origin, self.moment + other.moment)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"count": self.count, "origin": self.origin, "moment": self.moment}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "PrincipalStats":
+        return cls(t["count"].to(torch.float64), t["origin"].to(torch.float64), t["moment"].to(torch.float64))
+
+
+def principal_stats(z: torch.Tensor, origin: torch.Tensor) -> PrincipalStats:
+    """:class:`PrincipalStats` of the rows ``z`` (N, D) about ``origin`` (float64 blocks, no float64 copy of z)."""
+    origin = origin.to(z.device, torch.float64)
+    n = z.shape[0]
+    moment = second_moment(z, lambda i, j: origin) * n if n else z.new_zeros(z.shape[1], z.shape[1], dtype=torch.float64)
+    return PrincipalStats(torch.tensor(float(n), dtype=torch.float64), origin, moment)
+
+
+def residual_basis_from(stats: PrincipalStats, dim: int) -> torch.Tensor:
+    """Orthonormal basis (D, D − dim), float64, of the complement of the top-``dim`` eigenvectors of M / N."""
+    if not float(stats.count) > 0:
+        raise OODLensError("no training rows: the principal subspace is undefined")
+    _, evecs = torch.linalg.eigh(stats.moment / stats.count)  # ascending eigenvalues
+    return evecs[:, : stats.dim - dim].contiguous()
+
+
 def residual_basis(z: torch.Tensor, origin: torch.Tensor, dim: int) -> torch.Tensor:
     """Orthonormal basis (D, D − dim), float64, of the complement of the top-``dim`` principal subspace of
     ``z − origin`` (second moment about ``origin``, divided by N)."""
-    origin = origin.to(z.device, torch.float64)
-    moment = second_moment(z, lambda i, j: origin)  # float64, block by block: memory stays near the input's
-    _, evecs = torch.linalg.eigh(moment)  # ascending eigenvalues
-    return evecs[:, : z.shape[1] - dim].contiguous()
+    return residual_basis_from(principal_stats(z, origin), dim)
 
 
 def residual_norm(z: torch.Tensor, origin: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,8 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import centred_products, class_means, covariance, sq_dist_to_means, tied_covariance
+from ._gaussian import centred_products, sq_dist_to_means
+from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
 from .base import Detector
 
 #: numbers per row-block projection when scoring per-class covariances (its width is C·D: larger blocks than the
@@ -97,28 +98,31 @@ class GMM(Detector):
         return (self.features,)
 
     def _fit(self, train, labels, head, model) -> None:
+        z = as_float(train[self.features])
+        self.fit_from_stats(gaussian_stats(z, labels, per_class=self.covariance == "per_class"))
+
+    def fit_from_stats(self, stats: GaussianStats, head=None) -> "GMM":
+        """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all
+        rows, so both paths share this code). ``"per_class"`` needs statistics with per-class scatters."""
         if self.covariance not in ("tied", "per_class"):
             raise OODLensError(f"GMM covariance must be 'tied' or 'per_class', got {self.covariance!r}")
         if not (isinstance(self.reg_covar, (int, float)) and math.isfinite(self.reg_covar) and self.reg_covar >= 0):
             raise OODLensError(f"GMM reg_covar must be a finite number >= 0, got {self.reg_covar!r}")
-        z = as_float(train[self.features])
-        d = z.shape[1]
-        means, counts = class_means(z, labels)
-        center, total = covariance(z)
+        d = stats.dim
+        means, counts = stats.class_means()
+        center, total = stats.covariance()
         scale = float(torch.diagonal(total).mean())
         if not scale > 0:
             raise OODLensError("GMM: all training features are identical (zero variance)")
-        if self.covariance == "tied":
-            covs = tied_covariance(z, labels, means)[None]
-        else:
-            covs = per_class_covariances(z, labels, means, counts)
-        covs = covs + (self.reg_covar * scale) * torch.eye(d, dtype=torch.float64, device=z.device)
+        covs = stats.tied_covariance()[None] if self.covariance == "tied" else stats.class_covariances()
+        covs = covs + (self.reg_covar * scale) * torch.eye(d, dtype=torch.float64, device=covs.device)
         w, logdet, rank = batched_whitener(covs)
         if bool((rank == 0).any()):
             bad = (rank == 0).nonzero().flatten().tolist()
             raise OODLensError(f"GMM: classes {bad[:10]} have zero covariance (one sample, or identical samples); "
                                "use reg_covar > 0 or covariance='tied'")
-        log_pi = torch.log(counts.to(torch.float64) / z.shape[0])
+        log_pi = torch.log(counts.to(torch.float64) / counts.sum())
+        mark_fitted(self, d)
         self.center_ = center
         self.log_norm_ = log_pi - 0.5 * (rank.to(torch.float64) * math.log(2 * math.pi) + logdet)
         if self.covariance == "tied":
@@ -127,6 +131,7 @@ class GMM(Detector):
         else:
             self.whiten_ = w
             self.means_white_ = torch.einsum("cd,cde->ce", means - center, w)
+        return self
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])

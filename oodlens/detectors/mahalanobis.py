@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ._gaussian import class_means, min_sq_distance, tied_covariance, whitener
+from ._gaussian import min_sq_distance, whitener
+from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
 from .base import Detector
 
 
@@ -28,13 +29,19 @@ class Mahalanobis(Detector):
         return (self.features,)
 
     def _fit(self, train, labels, head, model) -> None:
-        z = train[self.features]
-        means, _ = class_means(z, labels)
-        cov = tied_covariance(z, labels, means)
+        self.fit_from_stats(gaussian_stats(train[self.features], labels))
+
+    def fit_from_stats(self, stats: GaussianStats, head=None) -> "Mahalanobis":
+        """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all
+        rows, so both paths share this code)."""
+        means, _ = stats.class_means()
+        cov = stats.tied_covariance()
+        mark_fitted(self, stats.dim)
         self.center_ = means.mean(0)
         w = whitener(cov)
         self.whiten_ = w.to(torch.float32)
         self.means_white_ = ((means - self.center_) @ w).to(torch.float32)
+        return self
 
     def _score(self, x) -> torch.Tensor:
         return min_sq_distance(x[self.features], self.center_, self.whiten_, self.means_white_)

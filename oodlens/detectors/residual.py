@@ -18,8 +18,11 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._principal import head_origin, residual_basis, residual_norm, resolve_principal_dim
-from .base import Detector
+from ..errors import OODLensError
+from ._gaussian_stats import mark_fitted
+from ._principal import (PrincipalStats, head_origin, principal_stats, residual_basis_from, residual_norm,
+                         resolve_principal_dim)
+from .base import Detector, Head
 
 
 class Residual(Detector):
@@ -36,9 +39,19 @@ class Residual(Detector):
 
     def _fit(self, train, labels, head, model) -> None:
         z = as_float(train[self.features])
-        self.dim_ = resolve_principal_dim(self.dim, z.shape[1])
-        self.origin_ = head_origin(head, z.shape[1]).to(z.device)
-        self.basis_ = residual_basis(z, self.origin_, self.dim_)
+        self.fit_from_stats(principal_stats(z, head_origin(head, z.shape[1])), head)
+
+    def fit_from_stats(self, stats: PrincipalStats, head) -> "Residual":
+        """Fit from the statistics about the head's origin (merged across shards by ``oodlens.scale``; ``fit``
+        passes those of all rows, so both paths share this code)."""
+        head = Head.coerce(head)
+        self.dim_ = resolve_principal_dim(self.dim, stats.dim)
+        self.origin_ = head_origin(head, stats.dim).to(stats.moment.device)
+        if not torch.allclose(self.origin_, stats.origin.to(self.origin_), rtol=1e-12, atol=0):
+            raise OODLensError("principal statistics were taken about another origin than this head's −W⁺b")
+        self.basis_ = residual_basis_from(stats, self.dim_)
+        mark_fitted(self, stats.dim)
+        return self
 
     def _score(self, x) -> torch.Tensor:
         return residual_norm(as_float(x[self.features]), self.origin_, self.basis_)

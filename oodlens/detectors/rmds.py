@@ -24,7 +24,8 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._gaussian import centred_products, class_means, covariance, sq_dist_to_means, tied_covariance, whitener
+from ._gaussian import centred_products, sq_dist_to_means, whitener
+from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
 from .base import Detector
 
 
@@ -39,15 +40,21 @@ class RMDS(Detector):
         return (self.features,)
 
     def _fit(self, train, labels, head, model) -> None:
-        z = as_float(train[self.features])
-        means, _ = class_means(z, labels)
-        w = whitener(tied_covariance(z, labels, means))
-        mu0, cov0 = covariance(z)
+        self.fit_from_stats(gaussian_stats(as_float(train[self.features]), labels))
+
+    def fit_from_stats(self, stats: GaussianStats, head=None) -> "RMDS":
+        """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all
+        rows). The background Gaussian comes from the same statistics (within + between scatter)."""
+        means, _ = stats.class_means()
+        w = whitener(stats.tied_covariance())
+        mu0, cov0 = stats.covariance()
+        mark_fitted(self, stats.dim)
         # every distance is evaluated on z − μ_0 (centring first keeps the expansion accurate at large norms)
         self.center_ = mu0
         self.whiten_ = w
         self.means_white_ = (means - mu0) @ w
         self.whiten_bg_ = whitener(cov0)
+        return self
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])

@@ -24,6 +24,7 @@ import torch
 from .._checks import as_float
 from ..errors import OODLensError
 from ._principal import residual_norm
+from .base import Head
 from .residual import Residual
 
 
@@ -31,22 +32,37 @@ class ViM(Residual):  # Residual's principal subspace and origin, plus the head'
     name = "vim"
 
     def _fit(self, train, labels, head, model) -> None:
-        super()._fit(train, labels, head, model)  # dim_, origin_, basis_
-        z = as_float(train[self.features])
-        self.head_weight_ = head.weight.to(z.device, torch.float64)
-        self.head_bias_ = head.bias.to(z.device, torch.float64)
-        max_logit = res = size = 0.0
+        super()._fit(train, labels, head, model)  # dim_, origin_, basis_ and the head (fit_from_stats)
+        self.fit_alpha(self.alpha_sums(as_float(train[self.features])))
+
+    def fit_from_stats(self, stats, head) -> "ViM":
+        """Residual's fit from statistics plus the head; α needs a second pass: ``fit_alpha(Σ alpha_sums)``."""
+        super().fit_from_stats(stats, head)
+        head = Head.coerce(head)
+        self.head_weight_ = head.weight.to(self.origin_.device, torch.float64)
+        self.head_bias_ = head.bias.to(self.origin_.device, torch.float64)
+        return self
+
+    def alpha_sums(self, z: torch.Tensor) -> torch.Tensor:
+        """[Σ max_c f_c(z_i), Σ ‖(z_i − u) R‖, Σ ‖z_i − u‖, N] over the rows ``z`` (float64; shards add up)."""
+        sums = torch.zeros(4, dtype=torch.float64)
         for i in range(0, z.shape[0], 8192):  # float64 means, one block of rows at a time (bounded memory)
-            z64 = z[i:i + 8192].to(torch.float64)
-            max_logit += float(torch.addmm(self.head_bias_, z64, self.head_weight_.T).amax(1).sum())
-            res += float(residual_norm(z64, self.origin_, self.basis_).sum())
-            size += float(torch.linalg.vector_norm(z64 - self.origin_, dim=1).sum())
-        max_logit, res, size = max_logit / z.shape[0], res / z.shape[0], size / z.shape[0]
+            z64 = z[i:i + 8192].to(self.origin_.device, torch.float64)
+            sums[0] += float(torch.addmm(self.head_bias_, z64, self.head_weight_.T).amax(1).sum())
+            sums[1] += float(residual_norm(z64, self.origin_, self.basis_).sum())
+            sums[2] += float(torch.linalg.vector_norm(z64 - self.origin_, dim=1).sum())
+        sums[3] = z.shape[0]
+        return sums
+
+    def fit_alpha(self, sums: torch.Tensor) -> "ViM":
+        """α = mean max logit / mean residual norm, from ``alpha_sums`` (of all rows, or added over shards)."""
+        max_logit, res, size = (float(v) / float(sums[3]) for v in sums[:3])
         if not res > 1e-10 * size:
             raise OODLensError(f"ViM: the training features have no component outside the top-{self.dim_} principal "
                                "subspace (mean residual norm is ~0), so the virtual logit's scale α is undefined; "
                                "lower dim")
         self.alpha_ = float(max_logit / res)
+        return self
 
     def _score(self, x) -> torch.Tensor:
         z = as_float(x[self.features])
