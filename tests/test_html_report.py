@@ -100,3 +100,16 @@ def test_bad_input_raises():
         table_html(pd.DataFrame({"a": [1.0]}), best="biggest")
     with pytest.raises(OODLensError, match="png' or 'svg"):
         rep.figure(_fig(), fmt="jpg")
+
+
+def test_markdown_from_the_same_builder(tmp_path):
+    df = pd.DataFrame({"auroc": [0.9, 0.95]}, index=["a", "b"])
+    rep = (HtmlReport("T", subtitle="sub").section("S1", "para").heading("sub")
+           .table(df, caption="cap", best="max", percent=True).callout("careful").settings({"seed": 1})
+           .figure(_fig()))
+    md = rep.to_markdown()
+    assert md.startswith("# T\n\nsub\n\n## S1\n\npara\n\n### sub\n\n**cap**")
+    assert "| a |     90.0 |\n| b | **95.0** |" in md
+    assert "> careful" in md and "- seed: 1" in md and "<img" not in md
+    html_path = rep.write(tmp_path / "r.html", markdown=tmp_path / "r.md")
+    assert (tmp_path / "r.md").read_text() == md and html_path.read_text().count("<img") == 1

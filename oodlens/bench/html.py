@@ -12,11 +12,13 @@ How to use it (any demo or script)::
     rep.text("A paragraph.\\n\\nAnother one; lines starting '- ' become a list.")
     rep.settings({"seed": 0, "oodlens": "0.1.0"})                   # a definition list
     rep.section("Detection", df_boxes, fig_boxes)                   # or all at once: str / DataFrame / Figure
-    path = rep.write("out/report.html")                             # the folder is created
+    path = rep.write("out/report.html", markdown="out/report.md")   # folders created; Markdown optional
 
 Each ``section`` starts a new ``<section id=...>`` listed in the table of contents; ``table``, ``figure``,
 ``text``, ``settings``, ``figures`` (a row of figures) and ``raw`` (trusted HTML) add to the current section.
 Every call returns the report, so calls chain. Text is escaped; ``**bold**`` and ```code``` are rendered.
+``rep.to_markdown()`` gives the same sections, text and tables as Markdown (figures left out), in the table
+style of :func:`oodlens.bench.reports.tables.markdown_table` (best value in bold).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ td.text { text-align: left; white-space: normal; }
 tbody tr:nth-child(even) { background: #fafbfd; }
 tbody tr:hover { background: #eef3fb; }
 td.best { background: var(--best); color: var(--bestfg); font-weight: 700; }
+td.flag { background: var(--warn); color: var(--warnfg); }
 tr.warn > th, tr.warn > td { background: var(--warn); }
 tr.mean > th, tr.mean > td { border-top: 2px solid #b9c1cf; font-style: italic; }
 .note { color: var(--muted); font-size: 13.5px; }
@@ -145,47 +148,23 @@ def figure_html(fig: Any, caption: str | None = None, alt: str | None = None, fm
     return f"<figure>{body}{cap}</figure>"
 
 
-def _cell(v: Any, percent: bool, digits: int) -> tuple[str, bool]:
-    """(text, is_number) of one table cell."""
-    import numpy as np
-
-    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-        return "–", True
-    if isinstance(v, (bool, np.bool_)):
-        return ("yes" if v else "no"), False
-    if isinstance(v, (int, np.integer)) and not percent:
-        return str(int(v)), True
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return f"{float(v) * (100 if percent else 1):.{digits}f}", True
-    return str(v), False
-
-
 def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str] | None = None,
                percent: bool = False, digits: int = 1, warn_rows: Iterable[Any] = (),
-               mean_rows: Iterable[Any] = (), index: bool = True, index_name: str | None = None) -> str:
+               mean_rows: Iterable[Any] = (), index: bool = True, index_name: str | None = None,
+               flag_cells: Iterable[tuple[Any, Any]] = ()) -> str:
     """A DataFrame as an HTML table. Numbers get one format (×100 when ``percent``, ``digits`` decimals).
     ``best``: ``"max"`` / ``"min"`` for every numeric column, or ``{column: "max"|"min"}``; the best value of each
     such column (over rows not in ``mean_rows``) is marked (bold, tinted, ``class="best"``). ``warn_rows``: index
-    labels shaded as a warning; ``mean_rows``: summary rows set apart (never marked best)."""
-    import numpy as np
+    labels shaded as a warning; ``flag_cells``: (row, column) pairs shaded (``class="flag"``, e.g. below chance);
+    ``mean_rows``: summary rows set apart (never marked best)."""
     import pandas as pd
+
+    from .reports.tables import best_cells, cell_text
 
     if not isinstance(df, pd.DataFrame):
         raise OODLensError(f"table expects a pandas DataFrame, got {type(df).__name__}")
-    warn, means = set(warn_rows), set(mean_rows)
-    rule = {c: best for c in df.columns} if isinstance(best, str) else dict(best or {})
-    for c, r in rule.items():
-        if r not in ("max", "min"):
-            raise OODLensError(f"best for column {c!r} must be 'max' or 'min', got {r!r}")
-    marked: dict[Any, set[int]] = {}
-    body_rows = [i for i, key in enumerate(df.index) if key not in means]
-    for c, r in rule.items():
-        if c not in df.columns:
-            continue
-        col = pd.to_numeric(df[c].iloc[body_rows], errors="coerce").to_numpy(dtype=float) if body_rows else np.array([])
-        if col.size and np.isfinite(col).any():
-            target = np.nanmax(col) if r == "max" else np.nanmin(col)
-            marked[c] = {body_rows[i] for i in np.flatnonzero(np.isclose(col, target, rtol=0, atol=1e-12))}
+    warn, means, flags = set(warn_rows), set(mean_rows), set(flag_cells)
+    marked = best_cells(df, best, means)
     names = [index_name if index_name is not None else (df.index.name or "")] if index else []
     head = "".join(f"<th scope='col'>{_html.escape(str(n))}</th>" for n in [*names, *df.columns])
     rows = []
@@ -193,8 +172,10 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
         cls = " ".join(x for x in ("warn" if key in warn else "", "mean" if key in means else "") if x)
         cells = [f"<th scope='row'>{_html.escape(str(key))}</th>"] if index else []
         for c, v in zip(df.columns, row.tolist()):
-            text, numeric = _cell(v, percent, digits)
+            text, numeric = cell_text(v, percent, digits)
             classes = [] if numeric else ["text"]
+            if (key, c) in flags:
+                classes.append("flag")
             if i in marked.get(c, ()):
                 classes.append("best")
                 text = f"<strong>{_html.escape(text)}</strong>"
@@ -210,14 +191,15 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
 
 class HtmlReport:
     """Build a report section by section, then :meth:`write` one self-contained HTML file (see the module
-    docstring for an example)."""
+    docstring for an example). :meth:`to_markdown` renders the same sections, text and tables (not the figures)
+    as Markdown, so one builder gives both files."""
 
     def __init__(self, title: str, subtitle: str | None = None, toc: bool = True) -> None:
         self.title = str(title)
         self.subtitle = subtitle
         self.toc = toc
-        self._sections: list[tuple[str, str, list[str]]] = []  # (id, name, html parts)
-        self._intro: list[str] = []
+        self._sections: list[tuple[str, str, list[tuple[str, Any]]]] = []  # (id, name, items)
+        self._intro: list[tuple[str, Any]] = []
         self._ids: set[str] = set()
 
     # -- structure ------------------------------------------------------------------------------------------------
@@ -228,9 +210,9 @@ class HtmlReport:
             self.add(item)
         return self
 
-    @property
-    def _parts(self) -> list[str]:
-        return self._sections[-1][2] if self._sections else self._intro
+    def _put(self, kind: str, payload: Any) -> "HtmlReport":
+        (self._sections[-1][2] if self._sections else self._intro).append((kind, payload))
+        return self
 
     def add(self, item: Any) -> "HtmlReport":
         """Add a str (text), a DataFrame (table) or a matplotlib Figure (figure) to the current section."""
@@ -246,54 +228,100 @@ class HtmlReport:
 
     def heading(self, text: str) -> "HtmlReport":
         """A sub-heading (``<h3>``) inside the current section."""
-        self._parts.append(f"<h3>{_inline(text)}</h3>")
-        return self
+        return self._put("heading", str(text))
 
     def text(self, text: str, note: bool = False) -> "HtmlReport":
         """Paragraphs (``note=True``: smaller, muted)."""
-        body = text_html(text)
-        self._parts.append(f"<div class='note'>{body}</div>" if note else body)
-        return self
+        return self._put("note" if note else "text", str(text))
 
     def callout(self, text: str) -> "HtmlReport":
         """A highlighted paragraph (a warning or a reading the reader should not miss)."""
-        self._parts.append(f"<div class='callout'>{text_html(text)}</div>")
-        return self
+        return self._put("callout", str(text))
 
     def table(self, df: Any, caption: str | None = None, **kwargs: Any) -> "HtmlReport":
-        """A table; keyword arguments as :func:`table_html` (``best``, ``percent``, ``digits``, ``warn_rows``...)."""
-        self._parts.append(table_html(df, caption, **kwargs))
-        return self
+        """A table; keyword arguments as :func:`table_html` (``best``, ``percent``, ``digits``, ``warn_rows``,
+        ``flag_cells``, ``mean_rows``, ``index``, ``index_name``). Checked now, rendered at output."""
+        table_html(df, caption, **kwargs)  # validate early: a bad table fails where it is added
+        return self._put("table", (df, caption, kwargs))
 
     def figure(self, fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png",
                dpi: int = 110) -> "HtmlReport":
-        """A matplotlib Figure embedded as base64 PNG (``fmt="svg"``: inline SVG)."""
-        self._parts.append(figure_html(fig, caption, alt, fmt, dpi))
-        return self
+        """A matplotlib Figure embedded as base64 PNG (``fmt="svg"``: inline SVG); rendered once, now."""
+        return self._put("html", figure_html(fig, caption, alt, fmt, dpi))
 
     def figures(self, figs: Sequence[Any], captions: Sequence[str | None] | None = None, fmt: str = "png",
                 dpi: int = 110) -> "HtmlReport":
         """Several figures side by side (wrapping on narrow screens)."""
         caps = list(captions) if captions is not None else [None] * len(figs)
         inner = "".join(figure_html(f, c, fmt=fmt, dpi=dpi) for f, c in zip(figs, caps))
-        self._parts.append(f"<div class='figrow'>{inner}</div>")
-        return self
+        return self._put("html", f"<div class='figrow'>{inner}</div>")
 
     def settings(self, items: Mapping[str, Any]) -> "HtmlReport":
         """A definition list of run settings (seed, parameters, versions, ...)."""
-        rows = "".join(f"<dt>{_html.escape(str(k))}</dt><dd>{_inline(str(v))}</dd>" for k, v in items.items())
-        self._parts.append(f"<dl class='settings'>{rows}</dl>")
-        return self
+        return self._put("settings", {str(k): str(v) for k, v in items.items()})
 
     def raw(self, html_text: str) -> "HtmlReport":
-        """Trusted HTML, inserted as is."""
-        self._parts.append(str(html_text))
-        return self
+        """Trusted HTML, inserted as is (left out of the Markdown)."""
+        return self._put("html", str(html_text))
 
     # -- output ---------------------------------------------------------------------------------------------------
     @property
     def section_names(self) -> list[str]:
         return [name for _, name, _ in self._sections]
+
+    @staticmethod
+    def _item_html(kind: str, payload: Any) -> str:
+        if kind == "heading":
+            return f"<h3>{_inline(payload)}</h3>"
+        if kind == "text":
+            return text_html(payload)
+        if kind == "note":
+            return f"<div class='note'>{text_html(payload)}</div>"
+        if kind == "callout":
+            return f"<div class='callout'>{text_html(payload)}</div>"
+        if kind == "table":
+            df, caption, kwargs = payload
+            return table_html(df, caption, **kwargs)
+        if kind == "settings":
+            rows = "".join(f"<dt>{_html.escape(k)}</dt><dd>{_inline(v)}</dd>" for k, v in payload.items())
+            return f"<dl class='settings'>{rows}</dl>"
+        return payload  # html
+
+    @staticmethod
+    def _item_markdown(kind: str, payload: Any) -> str | None:
+        from .reports.tables import markdown_table
+
+        if kind == "heading":
+            return f"### {payload}"
+        if kind in ("text", "note"):
+            return payload
+        if kind == "callout":
+            return "\n".join(f"> {line}" if line else ">" for line in payload.splitlines())
+        if kind == "table":
+            df, caption, kw = payload
+            md = markdown_table(df, percent=kw.get("percent", False), digits=kw.get("digits", 1),
+                                best=kw.get("best"), index=kw.get("index", True), index_name=kw.get("index_name"),
+                                mean_rows=kw.get("mean_rows", ()), flag_cells=kw.get("flag_cells", ()))
+            return (f"**{caption}**\n\n" if caption else "") + md
+        if kind == "settings":
+            return "\n".join(f"- {k}: {v}" for k, v in payload.items())
+        return None  # figures and raw HTML
+
+    def to_markdown(self, level: int = 1) -> str:
+        """The same report as Markdown: ``level`` is the title's heading level (sections one below)."""
+        h = "#" * level
+        out = [f"{h} {self.title}"] + ([self.subtitle] if self.subtitle else [])
+        for kind, payload in self._intro:
+            md = self._item_markdown(kind, payload)
+            if md is not None:
+                out.append(md)
+        for _, name, items in self._sections:
+            out.append(f"{h}# {name}")
+            for kind, payload in items:
+                md = self._item_markdown(kind, payload)
+                if md is not None:
+                    out.append(md.replace("### ", f"{h}## ", 1) if kind == "heading" else md)
+        return "\n\n".join(out).rstrip() + "\n"
 
     def to_html(self) -> str:
         """The whole document as one string."""
@@ -305,9 +333,10 @@ class HtmlReport:
         if self.toc and len(self._sections) > 1:
             items = "".join(f"<li><a href='#{sid}'>{_html.escape(name)}</a></li>" for sid, name, _ in self._sections)
             toc = f"<nav class='toc' aria-label='contents'><strong>Contents</strong><ol>{items}</ol></nav>"
-        body = "\n".join(self._intro)
-        for sid, name, parts in self._sections:
-            body += f"\n<section id='{sid}'>\n<h2>{_html.escape(name)}</h2>\n" + "\n".join(parts) + "\n</section>"
+        body = "\n".join(self._item_html(k, p) for k, p in self._intro)
+        for sid, name, items in self._sections:
+            body += (f"\n<section id='{sid}'>\n<h2>{_html.escape(name)}</h2>\n"
+                     + "\n".join(self._item_html(k, p) for k, p in items) + "\n</section>")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
                 "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
@@ -316,11 +345,15 @@ class HtmlReport:
                 f"<footer>Written by oodlens {__version__} on {stamp}. One self-contained file: figures are "
                 "embedded, nothing is loaded from the network.</footer>\n</main>\n</body>\n</html>\n")
 
-    def write(self, path: str | Path) -> Path:
-        """Write the report (UTF-8) to ``path``, creating its folder; returns the path."""
+    def write(self, path: str | Path, markdown: str | Path | None = None) -> Path:
+        """Write the report (UTF-8) to ``path``, creating its folder; with ``markdown``, also write
+        :meth:`to_markdown` there. Returns the HTML path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_html(), encoding="utf-8")
+        if markdown is not None:
+            Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(markdown).write_text(self.to_markdown(), encoding="utf-8")
         return path
 
 
