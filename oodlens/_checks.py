@@ -14,13 +14,14 @@ def as_tensor(x: Any, name: str = "input", dtype: torch.dtype | None = None) -> 
     """Return ``x`` as a torch tensor (numpy arrays and lists accepted; tensors kept on their device)."""
     if isinstance(x, torch.Tensor):
         t = x
-    elif isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x))
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
-        except Exception as e:  # pragma: no cover - message path
-            raise OODLensError(f"{name}: cannot convert {type(x).__name__} to a tensor ({e})") from e
+            arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+            if arr.dtype.kind not in "biufc":
+                raise TypeError(f"dtype {arr.dtype} is not numeric")
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise OODLensError(f"{name}: cannot convert {type(x).__name__} to a numeric tensor ({e})") from None
     if dtype is not None:
         t = t.to(dtype)
     return t
@@ -29,6 +30,8 @@ def as_tensor(x: Any, name: str = "input", dtype: torch.dtype | None = None) -> 
 def as_float(x: Any, name: str = "input") -> torch.Tensor:
     """Tensor in float32 (float64 kept), so half-precision inputs are computed on safely."""
     t = as_tensor(x, name)
+    if t.is_complex():
+        raise OODLensError(f"{name} must be real numbers, got dtype {t.dtype}")
     if not t.is_floating_point():
         return t.float()
     if t.dtype in (torch.float16, torch.bfloat16):
@@ -71,7 +74,11 @@ def check_labels(labels: Any, n: int, name: str = "labels") -> torch.Tensor:
     if y.is_floating_point():
         if not bool(torch.all(y == y.round())):
             raise OODLensError(f"{name} must be integer class indices")
-    y = y.long()
+    if y.dtype == torch.bool or y.is_complex():
+        raise OODLensError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    if y.is_floating_point() and n and not bool(torch.isfinite(y).all()):
+        raise OODLensError(f"{name} contain NaN or inf; they must be integer class indices")
+    y = y.detach().long()
     if n and int(y.min()) < 0:
         raise OODLensError(f"{name} must be non-negative class indices, got {int(y.min())}")
     return y

@@ -49,28 +49,77 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, m
     _st_save_file(cpu, str(path), metadata=dict(metadata or {}))
 
 
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+             "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict, int]:
-    """Return (header dict, byte offset where the data starts)."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise OODLensError(f"{path} is not a safetensors file (too short)")
-        (hlen,) = struct.unpack("<Q", raw)
-        if hlen > 100_000_000:
-            raise OODLensError(f"{path} is not a safetensors file (header length {hlen})")
-        header = json.loads(f.read(hlen))
-    return header, 8 + hlen
-
-
-def load_tensors(path: str | os.PathLike, mmap: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load every tensor and the metadata. With ``mmap`` tensors are copy-on-write views of the file."""
+    """Return (header dict, byte offset where the data starts), validated: the JSON header parses, names known
+    dtypes with non-negative integer shapes, and every tensor's byte range lies inside the file and matches its
+    shape. A bad file raises :class:`OODLensError` naming the file and the field (never an internal error)."""
     path = Path(path)
     if not path.is_file():
         raise OODLensError(f"no such file: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise OODLensError(f"{path} is not a safetensors file (too short: {size} bytes)")
+        (hlen,) = struct.unpack("<Q", raw)
+        if hlen > min(100_000_000, size - 8):
+            raise OODLensError(f"{path} is not a safetensors file or is truncated (header length {hlen}, "
+                               f"file size {size})")
+        try:
+            header = json.loads(f.read(hlen).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise OODLensError(f"{path}: the safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise OODLensError(f"{path}: the safetensors header must be a JSON object, got {type(header).__name__}")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise OODLensError(f"{path}: header field '__metadata__' must map names to strings")
+    _check_entries(path, header, size - 8 - hlen)
+    return header, 8 + hlen
+
+
+def _check_entries(path: Path, header: dict, data_size: int) -> None:
+    """Each tensor entry: known dtype, shape of non-negative ints, offsets inside the data and of the right size."""
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(h, dict):
+            raise OODLensError(f"{where}: header entry must be an object with dtype, shape and data_offsets")
+        code, shape, offsets = h.get("dtype"), h.get("shape"), h.get("data_offsets")
+        if code not in _ITEMSIZE:
+            raise OODLensError(f"{where}: unsupported dtype {code!r} (supported: {', '.join(_ITEMSIZE)})")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise OODLensError(f"{where}: field 'shape' must be a list of non-negative integers, got {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(
+                isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise OODLensError(f"{where}: field 'data_offsets' must be [begin, end] integers, got {offsets!r}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size:
+            raise OODLensError(f"{where}: data_offsets {offsets} point outside the {data_size} data bytes "
+                               "(truncated or edited file)")
+        want = int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE[code] if shape else _ITEMSIZE[code]
+        if end - begin != want:
+            raise OODLensError(f"{where}: data_offsets {offsets} hold {end - begin} bytes but dtype {code} and "
+                               f"shape {shape} need {want}")
+
+
+def load_tensors(path: str | os.PathLike, mmap: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load every tensor and the metadata. With ``mmap`` tensors are copy-on-write views of the file.
+    The header is validated first (:func:`read_header`), so offsets are never trusted beyond the file size."""
+    path = Path(path)
     header, start = read_header(path)
     meta = header.pop("__metadata__", {}) or {}
     if not mmap or any(_BY_CODE.get(h["dtype"], (None, None))[1] is None for h in header.values()):
-        return _st_load_file(str(path)), meta
+        try:
+            return _st_load_file(str(path)), meta
+        except Exception as e:  # noqa: BLE001  the safetensors library's own checks (overlaps, ...)
+            raise OODLensError(f"{path}: not a valid safetensors file ({e})") from None
     out: dict[str, torch.Tensor] = {}
     for name, h in header.items():
         tdt, ndt = _BY_CODE[h["dtype"]]

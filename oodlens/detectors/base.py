@@ -19,8 +19,12 @@ Fitted state lives in attributes ending in ``_``; tensors are saved as safetenso
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import inspect
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -75,6 +79,15 @@ class Head:
 _REGISTRY: dict[str, type["Detector"]] = {}
 
 
+def check_prompts(prompts: Any) -> torch.Tensor:
+    """(K, D) finite float prompt embeddings, K ≥ 1 (for zero-shot detectors)."""
+    t = as_float(prompts, "prompts").detach()
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise OODLensError(f"prompts must be (K, D) embeddings with K ≥ 1, got shape {tuple(t.shape)}")
+    check_finite(t, "prompts")
+    return t
+
+
 def register(cls: type["Detector"]) -> type["Detector"]:
     """Add ``cls`` under ``cls.name``; a second class under a taken name is an error."""
     key = cls.name
@@ -95,6 +108,55 @@ def get_detector(name: str) -> type["Detector"]:
         raise OODLensError(f"unknown detector {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})") from None
 
 
+def _checked_init(init):
+    """Wrap a subclass's ``__init__`` so that the outermost constructor checks the hyper-parameters it set."""
+
+    @functools.wraps(init)
+    def wrapped(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is wrapped:  # not when called through super() from a subclass's constructor
+            self.check_params()
+
+    wrapped._checks_params = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+_SIMPLE = {"int", "float", "str", "bool", "None"}
+
+
+def _param_problem(value: Any, annotation: Any, infinite_ok: bool) -> str:
+    """Why ``value`` does not fit ``annotation`` (a string under ``from __future__ import annotations``), or ''.
+    Annotations other than unions of int/float/str/bool/None are not type-checked; NaN is refused everywhere."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        if math.isnan(float(value)):
+            return "is NaN"
+        if math.isinf(float(value)) and not infinite_ok:
+            return "is infinite; give a finite number"
+    if annotation is inspect.Parameter.empty:
+        return ""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    kinds = {t.strip() for t in text.replace("Optional[", "None | ").rstrip("]").split("|")}
+    if not kinds <= _SIMPLE:
+        return ""
+    if value is None:
+        ok = "None" in kinds
+    elif isinstance(value, bool):
+        ok = "bool" in kinds
+    elif isinstance(value, numbers.Integral):
+        ok = bool(kinds & {"int", "float"})
+    elif isinstance(value, numbers.Real):
+        ok = "float" in kinds
+    elif isinstance(value, str):
+        ok = "str" in kinds
+    else:
+        ok = False
+    if ok:
+        return ""
+    want = " or ".join({"int": "an integer", "float": "a number", "str": "a string", "bool": "True/False",
+                        "None": "None"}[k] for k in sorted(kinds))
+    return f"must be {want}, got {type(value).__name__}"
+
+
 class Detector:
     """Base class of every OOD detector. Subclasses set ``name`` and implement ``_fit`` and ``_score``."""
 
@@ -102,6 +164,9 @@ class Detector:
     needs_labels: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False
     needs_model: ClassVar[bool] = False
+    #: zero-shot detectors: ``fit(prompts=...)`` takes (K, D) text embeddings of the class-name prompts (kept as
+    #: ``prompts_``), and the training features may then be left out (None)
+    needs_prompts: ClassVar[bool] = False
     #: values tried for each hyper-parameter when tuning on validation data
     param_grid: ClassVar[dict[str, list]] = {}
     #: hyper-parameters that only change scoring, so tuning can refit less often
@@ -114,9 +179,15 @@ class Detector:
     #: hyper-parameters the common test suite uses on ``oodlens.testing``'s toy problem (e.g. its layer names)
     test_params: ClassVar[dict[str, Any]] = {}
 
+    #: float hyper-parameters for which +inf is a meaningful value (NaN never is)
+    infinite_params: ClassVar[frozenset[str]] = frozenset()
+
     # -- registry ------------------------------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_checks_params", False):
+            cls.__init__ = _checked_init(init)  # type: ignore[method-assign]
         if cls.__dict__.get("name"):
             register(cls)
 
@@ -147,7 +218,21 @@ class Detector:
             if k not in valid:
                 raise OODLensError(f"{type(self).__name__} has no hyper-parameter {k!r}; it has {sorted(valid)}")
             setattr(self, k, v)
+        self.check_params()
         return self
+
+    def check_params(self) -> None:
+        """Raise :class:`OODLensError` naming the first hyper-parameter whose value does not fit its annotated type
+        (``int``, ``float``, ``str``, ``bool``, ``None``) or that is NaN (or ±inf, unless in ``infinite_params``).
+        Run when a detector is built, by ``set_params`` and at ``fit``; range checks stay with each method."""
+        sig = inspect.signature(type(self).__init__)
+        for p in sig.parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, p.name):
+                continue
+            problem = _param_problem(getattr(self, p.name), p.annotation, p.name in self.infinite_params)
+            if problem:
+                raise OODLensError(f"{type(self).__name__}: hyper-parameter {p.name}={getattr(self, p.name)!r} "
+                                   f"{problem}")
 
     def clone(self, **overrides: Any) -> "Detector":
         """A new, unfitted detector with the same hyper-parameters (and ``overrides``)."""
@@ -162,10 +247,22 @@ class Detector:
     def is_fitted(self) -> bool:
         return getattr(self, "fitted_", False)
 
-    def fit(self, train: Features | Mapping[str, Any], labels: Any = None, head: Any = None,
-            model: nn.Module | None = None) -> "Detector":
-        """Learn from in-distribution data only. Returns ``self``."""
+    def fit(self, train: Features | Mapping[str, Any] | None, labels: Any = None, head: Any = None,
+            model: nn.Module | None = None, prompts: Any = None) -> "Detector":
+        """Learn from in-distribution data only. Returns ``self``. ``prompts``: (K, D) embeddings of the ID class
+        prompts, for zero-shot detectors (``needs_prompts``), which may be fitted with ``train=None``."""
+        self.check_params()
+        vars(self).pop("prompts_", None)
+        if prompts is not None:
+            self.prompts_ = check_prompts(prompts)
+        if train is None:
+            if not (self.needs_prompts and prompts is not None):
+                raise OODLensError(f"{type(self).__name__} needs training features (train=None is only for zero-shot "
+                                   "detectors given prompts=...)")
+            train = self._features_from_prompts()
         train = self._check_features(train, "training features")
+        if train.n == 0:
+            raise OODLensError("training features are empty (N=0)")
         y = None
         if labels is not None:
             y = check_labels(labels, train.n)
@@ -174,6 +271,11 @@ class Detector:
                 raise OODLensError(f"{type(self).__name__} needs class labels at fit (labels=...)")
             if int(torch.unique(y).numel()) < 2:
                 raise OODLensError(f"{type(self).__name__} needs at least 2 classes in the labels, got one")
+            top = int(y.max())
+            if top >= train.n:  # every class needs a sample, so C ≤ N: a larger index cannot be a class 0..C-1
+                raise OODLensError(f"{type(self).__name__}: labels must be class indices 0..C-1, but the largest is "
+                                   f"{top} with only N={train.n} training rows; remap them, e.g. "
+                                   "torch.unique(labels, return_inverse=True)[1]")
         h = None
         if head is not None:
             h = Head.coerce(head)
@@ -181,8 +283,6 @@ class Detector:
             raise OODLensError(f"{type(self).__name__} needs the classifier head at fit (head=nn.Linear or (W, b))")
         if self.needs_model and model is None:
             raise OODLensError(f"{type(self).__name__} needs the model itself at fit (model=...)")
-        if train.n == 0:
-            raise OODLensError("training features are empty (N=0)")
         self.feature_shapes_ = {k: list(train[k].shape[1:]) for k in self.required_features()}
         if self.needs_model:
             self.attach_model(model)  # type: ignore[arg-type]
@@ -202,6 +302,10 @@ class Detector:
         ood = self._check_shapes(self._check_features(ood_val, "OOD validation features")) if ood_val is not None else None
         self._fit_validation(id_val, y, ood)
         return self
+
+    def _features_from_prompts(self) -> Features:
+        """Stand-in training features for a zero-shot fit without ID rows: the prompts (fixes the width D)."""
+        return Features({k: self.prompts_ for k in self.required_features()})
 
     def _fit_validation(self, id_val: Features, id_labels: torch.Tensor | None, ood_val: Features | None) -> None:
         """Override in detectors with ``validation_needs``; the default learns nothing."""
@@ -227,6 +331,9 @@ class Detector:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) first")
         if self.needs_model:
             _ = self.model  # clear error when a loaded detector has no model attached
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise OODLensError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         x = self._check_shapes(self._check_features(x, "features to score"))
         self._move_state(x[self.required_features()[0]].device)
         if x.n == 0:
@@ -234,6 +341,7 @@ class Detector:
         if batch_size is None or batch_size >= x.n:
             s = self._score(x)
         else:
+            batch_size = int(batch_size)
             s = torch.cat([self._score(x.subset(slice(i, i + batch_size))) for i in range(0, x.n, batch_size)])
         if s.shape != (x.n,):
             raise RuntimeError(f"{type(self).__name__}._score returned shape {tuple(s.shape)}, expected ({x.n},)")
@@ -252,9 +360,10 @@ class Detector:
         feats.require(*names)
         out = {}
         for k in names:
-            t = as_float(feats[k], f"feature {k!r}")  # half precision and integers are computed on in float32
-            if not self.spatial_inputs and t.ndim != 2:
-                raise OODLensError(f"feature {k!r} must be 2-D (N, D) for {type(self).__name__}, got shape {tuple(t.shape)}")
+            t = as_float(feats[k], f"feature {k!r}").detach()  # half precision and integers are computed on in float32
+            if (t.ndim != 2) if not self.spatial_inputs else (t.ndim < 2):
+                want = "2-D (N, D)" if not self.spatial_inputs else "at least 2-D (N, ...)"
+                raise OODLensError(f"feature {k!r} must be {want} for {type(self).__name__}, got shape {tuple(t.shape)}")
             check_finite(t, f"feature {k!r}")
             out[k] = t
         return Features(out)
@@ -296,27 +405,123 @@ class Detector:
         return tensors, values
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write hyper-parameters and fitted state to one safetensors file (no pickle)."""
+        """Write hyper-parameters and fitted state to one safetensors file (no pickle), with a SHA-256 digest of
+        every header field and state tensor so that ``load`` refuses an edited or corrupted file."""
         tensors, values = self.state()
         meta = {
             "oodlens_detector": self.name,
             "params": json.dumps(self.get_params()),
             "state": json.dumps(values),
         }
-        save_tensors(tensors, path, meta)
+        digests = {k: _digest_text(v) for k, v in meta.items()}
+        digests.update({f"tensor:{k}": _digest_tensor(t) for k, t in tensors.items()})
+        save_tensors(tensors, path, {**meta, "digests": json.dumps(digests)})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Detector":
-        """Load any saved detector; called on a subclass it checks the file holds that class."""
+        """Load any saved detector; called on a subclass it checks the file holds that class.
+
+        Validated before use: the safetensors layout (offsets within the file), every header field and state
+        tensor against the digests written by :meth:`save`, the hyper-parameters (names and types), the state's
+        structure and the finiteness of every state tensor. Any problem raises one :class:`OODLensError` naming
+        the file and the field."""
         tensors, meta = load_tensors(path, mmap=False)
         if "oodlens_detector" not in meta:
-            raise OODLensError(f"{path} is not a saved oodlens detector")
+            raise OODLensError(f"{path} is not a saved oodlens detector (no 'oodlens_detector' field)")
+        _check_digests(path, meta, tensors)
         klass = get_detector(meta["oodlens_detector"])
         if cls is not Detector and not issubclass(klass, cls):
             raise OODLensError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        det = klass(**json.loads(meta["params"]))
-        det.restore_state(tensors, json.loads(meta["state"]))
+        params = _json_field(path, meta, "params", dict)
+        names = set(klass._param_names())
+        unknown, missing = sorted(set(params) - names), sorted(names - set(params))
+        if unknown or missing:
+            raise OODLensError(f"{path}: field 'params' does not match {klass.__name__}'s hyper-parameters "
+                               f"(unknown: {unknown or 'none'}, missing: {missing or 'none'})")
+        try:
+            det = klass(**params)
+        except (OODLensError, TypeError) as e:
+            raise OODLensError(f"{path}: field 'params': {e}") from None
+        det.restore_state(tensors, _json_field(path, meta, "state", dict), where=str(path))
         return det
+
+    def restore_state(self, tensors: dict[str, torch.Tensor], values: dict[str, Any],
+                      where: str = "saved state") -> "Detector":
+        """Set the fitted state that :meth:`state` returned (``tensors``, JSON ``values``) on this instance, after
+        checking its structure: fitted attribute names, complete heads, finite tensors, ``fitted_`` and
+        ``feature_shapes_`` for the required features. ``where`` names the source in errors (the file)."""
+        tensors = dict(tensors)
+        if not isinstance(values, Mapping):
+            raise OODLensError(f"{where}: field 'state' must be a mapping, got {type(values).__name__}")
+        for k, v in values.items():
+            if not isinstance(k, str) or not k.endswith("_") or k.startswith("_"):
+                raise OODLensError(f"{where}: field 'state' has {k!r}, not a fitted attribute (name_)")
+            if v == "__head__":
+                if k + "weight" not in tensors or k + "bias" not in tensors:
+                    raise OODLensError(f"{where}: state {k!r} is a head but tensors {k}weight / {k}bias are missing")
+                try:
+                    setattr(self, k, Head.coerce((tensors.pop(k + "weight"), tensors.pop(k + "bias"))))
+                except OODLensError as e:
+                    raise OODLensError(f"{where}: state {k!r}: {e}") from None
+            else:
+                setattr(self, k, v)
+        for k, t in tensors.items():
+            if not isinstance(t, torch.Tensor):
+                raise OODLensError(f"{where}: state {k!r} is not a tensor")
+            check_finite(t, f"{where}: state tensor {k!r}")
+            setattr(self, k, t)
+        if getattr(self, "fitted_", None) is not True:
+            raise OODLensError(f"{where}: field 'state' does not mark the detector as fitted (fitted_)")
+        shapes = getattr(self, "feature_shapes_", None)
+        if not isinstance(shapes, dict) or not set(self.required_features()) <= set(shapes) or not all(
+                isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+                for v in shapes.values()):
+            raise OODLensError(f"{where}: field 'state' has no valid feature_shapes_ for the features "
+                               f"{list(self.required_features())}")
+        return self
+
+
+def _digest_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_tensor(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (so an edited dtype, shape or value changes it)."""
+    t = t.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_digests(path: Any, meta: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Every header field and tensor must match the digests ``Detector.save`` wrote."""
+    digests = _json_field(path, meta, "digests", dict)
+    for k in ("oodlens_detector", "params", "state"):
+        if k not in meta:
+            raise OODLensError(f"{path}: header field {k!r} is missing")
+        if digests.get(k) != _digest_text(meta[k]):
+            raise OODLensError(f"{path}: header field {k!r} does not match its digest: the file was edited or corrupted")
+    recorded = {k[len("tensor:"):] for k in digests if k.startswith("tensor:")}
+    if recorded != set(tensors):
+        raise OODLensError(f"{path}: the state tensors {sorted(tensors)} differ from those recorded "
+                           f"{sorted(recorded)}: the file was edited or corrupted")
+    for k, t in tensors.items():
+        if digests[f"tensor:{k}"] != _digest_tensor(t):
+            raise OODLensError(f"{path}: state tensor {k!r} does not match its digest (dtype, shape or values "
+                               "were edited or corrupted)")
+
+
+def _json_field(path: Any, meta: Mapping[str, str], key: str, kind: type) -> Any:
+    """Header field ``key`` parsed as JSON and checked to be a ``kind``."""
+    if key not in meta:
+        raise OODLensError(f"{path}: header field {key!r} is missing (not written by Detector.save, or edited)")
+    try:
+        value = json.loads(meta[key])
+    except (json.JSONDecodeError, TypeError) as e:
+        raise OODLensError(f"{path}: header field {key!r} is not valid JSON ({e})") from None
+    if not isinstance(value, kind):
+        raise OODLensError(f"{path}: header field {key!r} must be a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
 
     def restore_state(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "Detector":
         """Set the fitted state that :meth:`state` returned (``tensors``, JSON ``values``) on this instance."""
