@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from oodlens.bench.demos.multimodal import DemoConfig, SyntheticConfig, make_synthetic, render, run_benchmark, run_demo
+from oodlens.bench.demos.multimodal_synthetic import DemoConfig, SyntheticConfig, make_synthetic, render, run_benchmark, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,9 @@ from ...detectors import Head
 from ...extract import extract
 from ...features import Features
 from ..cache import SplitCache
-from ..calibration_table import calibration_table, format_calibration_table
 from ..datasets.digits import DigitsCNN, load_digits_splits, train_digits_cnn
 from ..protocol import Benchmark, TestSet
-from ..report import render_markdown, write_reports
+from ..report import build_report, write_reports
 from ..runner import BenchmarkResult, run_benchmark
 
 SUMMARY = "a CNN on digits 0–5 vs near (6–9), far (photos, noise) and covariate-shifted digits (the default)"
@@ -88,19 +87,18 @@ def run_digits(cache_dir: str | Path = ".oodlens_cache", seed: int = 0, detector
 def run_demo(args: Any) -> int:
     """Entry point of ``oodlens demo digits``."""
     detectors = [d.strip() for d in args.detectors.split(",")] if getattr(args, "detectors", None) else None
-    result, info = run_digits(args.cache, args.seed, detectors, progress=not args.no_progress)
-    text = render_markdown(result)
-    text += ("\n### Calibrated OOD degree, screening, severity and failure prediction\n\n"
-             "Conformal p-values from ID validation scores. False alarms: share of ID test with p ≤ 0.05 (target "
-             "≤ 5 %). BH: Benjamini–Hochberg at FDR 0.1 on one batch of ID test + near + far sets (realised FDR, "
-             "power). ρ: Spearman correlation of score with shift severity (ID test = 0). AURC / E-AURC / AUGRC "
-             "and misclassification AUROC: selective classification on ID test ∪ shifted sets, ranked by the score."
-             "\n\n" + format_calibration_table(calibration_table(result)) + "\n")
-    print(text)
+    seed = getattr(args, "seed", 0)
+    result, info = run_digits(getattr(args, "cache", ".oodlens_cache"), seed, detectors,
+                              progress=not getattr(args, "no_progress", False))
     source = "loaded from cache" if info["cached"] else "trained and extracted (cold)"
+    settings = {"seed": seed, "features": f"{source} ({info['cache']})",
+                "model": "CNN (16/32/64 channels) trained on digits 0–5; validation OOD: patches of another photo"}
+    out = getattr(args, "out", None)
+    report = build_report(result, settings=settings, calibration=True, figures=bool(out))
+    print(report.to_markdown(level=2))
     print(f"Features {source} in {info['prepare_seconds']:.1f} s ({info['cache']}); "
           f"{len(result.detectors)} detectors; total {info['total_seconds']:.1f} s.")
-    if args.out:
-        paths = write_reports(result, args.out, text)
+    if out:
+        paths = write_reports(result, out, report=report)
         print("Wrote " + ", ".join(str(p) for p in paths))
     return 0

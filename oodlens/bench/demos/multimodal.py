@@ -1,41 +1,27 @@
-"""``oodlens demo multimodal``: a synthetic two-modality benchmark with known ground truth, comparing a baseline
-model with A2D and A2D + NP-Mix training (MultiOOD) under MSP, Energy, MaxLogit, Mahalanobis and KNN.
+"""``oodlens demo multimodal``: does MultiOOD's Agree-to-Disagree effect reproduce on real signals, over seeds?
 
-**Data** (seeded, generated in memory). Two modalities, ``video`` (32-d, cleaner) and ``flow`` (32-d, noisier):
-each class c has one random prototype per modality, and a sample is ``x_m = P_m[c] + σ_m · ε`` (σ_video = 1.0,
-σ_flow = 1.6, prototypes of scale 0.45), so each modality alone is an imperfect classifier and fusing them helps.
-Test sets, each scored against the ID test split:
+**Data**: scikit-learn's handwritten digits seen by three different sensors — a blurred noisy camera, projection
+profiles at four angles, and a gradient-magnitude (edge) rendering (:mod:`oodlens.bench.datasets.digit_sensors`).
+ID = digits 0–5, near-OOD = digits 6–9, far-OOD = photo patches seen by every sensor, one-sensor failures
+(blanked, noise, misregistered sensors) and a covariate shift of the camera only.
 
-* ``near-OOD`` (kind near): 4 held-out classes. In each modality a new class's prototype is a blend of a fresh
-  direction and the prototype of an ID class — a *different* ID class in each modality (a new action that looks like
-  "run" in the flow and like "ball game" in the video). This is the modality prediction discrepancy that MultiOOD
-  observed on real data and that A2D is designed to amplify.
-* ``far-OOD`` (kind far): another "dataset": unrelated prototypes of twice the scale, a constant offset and 1.3×
-  the noise, in both modalities.
-* one-sensor failures (kind sensor), made from the ID test samples: ``video blanked`` / ``flow blanked`` (all
-  zeros) and ``video noise`` / ``flow noise`` (replaced by Gaussian noise with the modality's per-dimension ID
-  standard deviation). The other modality is intact, so the label is still predictable; whether such inputs
-  should be flagged is the user's choice — they are reported as their own rows.
+**Models**: one MLP encoder per sensor (d → 64 → 32), a head per sensor and a fused head
+(:class:`~oodlens.multimodal.model.MultimodalClassifier`), trained by :mod:`oodlens.multimodal.trainer` with
+MultiOOD's presets — baseline (fused CE), A2D, A2D + NP-Mix, A2D + Feature Mixing, and the control "sensor CE"
+(the baseline plus a cross-entropy on every sensor's head: A2D without its discrepancy term, so that A2D's own
+effect can be isolated; the plain baseline leaves the sensor heads untrained) — from the same initialisation
+per seed, with the same budget (30 epochs, batch 32, Adam 1e-3, outlier synthesis from epoch 6), over 3 seeds.
 
-**Model and training**: per-modality MLP encoders (32 → 64 → 32), per-modality linear heads and a fused linear head
-(:class:`~oodlens.multimodal.model.MultimodalClassifier`), trained with :mod:`oodlens.multimodal.trainer` using the
-README presets of MultiOOD (baseline: fused CE; A2D: single-prediction CE + 1.0 · A2D (Hellinger);
-A2D + NP-Mix: single-prediction CE + 0.5 · A2D + 0.5 · entropy + 0.5 · discrepancy on NP-Mix outliers with queue 65,
-k = 3, α = 10). Deviations for a CPU demo: 20 epochs (not 50) with outlier synthesis from epoch 4 (not 10 —
-the same 20 % warm-up share), batch 32 (not 16) and learning rate 1e-3 (not 1e-4, as the encoders start from
-scratch rather than from pretrained backbones). The best-validation-accuracy weights are kept; trained weights
-are cached in ``--cache`` as safetensors.
-
-**Evaluation** as in MultiOOD: detectors fitted on ID training features, fused logits / concatenated embeddings,
-``ood_accepted_at_95_id`` (FPR95: OOD accepted while 95 % of ID is kept) and AUROC. A second table scores the
-sensor-failure rows with modality-wise detectors fused by the max of per-modality z-scores (calibrated on ID
-validation) and reports how often attribution names the failed modality.
+**What it measures**: fused-detector AUROC / FPR95 (OOD accepted while 95 % of ID is kept, MultiOOD's FPR@95)
+and ID accuracy as mean ± standard deviation over seeds; the *prediction discrepancy* between sensors (mean
+pairwise Hellinger distance of the sensors' softmax outputs) on ID and OOD inputs — the mechanism A2D is claimed
+to widen; and detector fusion across sensors (per-sensor detectors combined by z-score max / mean, Fisher, min-p,
+harmonic-mean p-values, and a logistic fusion learned on validation OOD only) against the fused head's own score.
+Differences are called real only when the 95 % t-interval of the paired per-seed differences excludes zero.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,234 +29,152 @@ from typing import Any, Sequence
 
 import torch
 
-from ...detectors import available_detectors, get_detector
+from ...detectors import create, get_detector
 from ...errors import OODLensError
+from ...features import Features
+from ...fusion import ScoreFusion
 from ...metrics import ood_metrics
-from ...multimodal.modality_fusion import ModalityWiseDetector
+from ...multimodal.losses import pairwise_discrepancy
 from ...multimodal.model import MultimodalClassifier, mlp_encoder
+from ...multimodal.modality_fusion import ModalityWiseDetector
 from ...multimodal.protocol import Benchmark, evaluate
-from ...multimodal.trainer import TrainConfig, Trainer
-from ._multimodal_report import FPR, main_table, render
+from ..datasets.digit_sensors import SENSOR_DIMS, SENSORS, load_digit_sensors
+from . import _multimodal_common as _common
+from ._multimodal_report import FPR
 
-SUMMARY = "synthetic two-modality benchmark: baseline vs A2D and A2D + NP-Mix training (MultiOOD)"
+SUMMARY = "three sensors of real digits (camera, projection profiles, edges): MultiOOD's A2D / NP-Mix over 3 seeds"
+CACHE_VERSION = "mm-sensors-v1"
+#: "sensor CE" is the control for A2D: the same per-sensor cross-entropy terms, without the discrepancy term
+VARIANTS = {"baseline": "baseline", "sensor CE": "baseline+single_pred", "A2D": "a2d", "A2D+NP-Mix": "a2d_npmix",
+            "A2D+FeatMix": "a2d_feature_mixing"}
+#: the variant whose per-sensor heads are trained without A2D: the reference for A2D's effect and for fusion
+CONTROL = "sensor CE"
 DEFAULT_DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "knn")
-VARIANTS = {"baseline": "baseline", "A2D": "a2d", "A2D+NP-Mix": "a2d_npmix"}
-CACHE_VERSION = "mm-demo-v1"
+#: fusion rules compared across sensors (oodlens.fusion names) and how the tables call them
+FUSION_RULES = {"zscore_max": "z max", "zscore": "z mean", "fisher": "Fisher p", "bonferroni": "min-p",
+                "harmonic": "harmonic p", "logistic": "logistic (val OOD)"}
+FUSION_MEMBERS = ("energy", "mahalanobis")
 
 
 @dataclass
-class SyntheticConfig:
-    """Sizes and noise of the synthetic benchmark."""
-
-    num_classes: int = 8
-    num_near: int = 4
-    dims: dict[str, int] = field(default_factory=lambda: {"video": 32, "flow": 32})
-    noise: dict[str, float] = field(default_factory=lambda: {"video": 1.0, "flow": 1.6})
-    proto_scale: float = 0.45
-    near_blend: float = 0.7  # weight of the borrowed ID-class prototype in a near-OOD prototype
-    n_train: int = 120  # per class
-    n_val: int = 50
-    n_test: int = 100
-    n_ood: int = 600  # per OOD set
-
-
-@dataclass
-class DemoConfig:
-    data: SyntheticConfig = field(default_factory=SyntheticConfig)
-    epochs: int = 20
-    start_epoch: int = 4
+class SensorDemoConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 30
+    start_epoch: int = 6
     lr: float = 1e-3
     batch_size: int = 32
     hidden: int = 64
     embed: int = 32
+    variants: dict[str, str] = field(default_factory=lambda: dict(VARIANTS))
 
     @classmethod
-    def fast(cls) -> "DemoConfig":
-        """A reduced configuration for tests (a few seconds)."""
-        return cls(SyntheticConfig(n_train=60, n_val=30, n_test=40, n_ood=160), epochs=6, start_epoch=2, batch_size=32)
+    def fast(cls) -> "SensorDemoConfig":
+        """A reduced configuration for tests."""
+        return cls(seeds=(0, 1), epochs=4, start_epoch=1,
+                   variants={"baseline": "baseline", CONTROL: "baseline+single_pred", "A2D": "a2d"})
 
 
-# -- data -----------------------------------------------------------------------------------------------------
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True)
-
-
-def make_synthetic(cfg: SyntheticConfig, seed: int = 0) -> dict[str, Any]:
-    """Raw inputs per split: ``{split: {modality: (N, d)}}``, labels for ID splits and the kind of each test set."""
-    g = torch.Generator().manual_seed(seed)
-    mods = list(cfg.dims)
-    c, k = cfg.num_classes, cfg.num_near
-    protos, near_protos = {}, {}
-    for m in mods:
-        d = cfg.dims[m]
-        p = _unit_rows(torch.randn(c, d, generator=g)) * cfg.proto_scale * d ** 0.5
-        borrowed = torch.randperm(c, generator=g)[:k]  # a different random ID class per modality
-        fresh = _unit_rows(torch.randn(k, d, generator=g)) * cfg.proto_scale * d ** 0.5
-        b = cfg.near_blend
-        near_protos[m] = b * p[borrowed] + (1 - b * b) ** 0.5 * fresh
-        protos[m] = p
-
-    def draw(proto: dict[str, torch.Tensor], per: int, noise_mult: float = 1.0, offset: float = 0.0):
-        y = torch.arange(proto[mods[0]].shape[0]).repeat_interleave(per)
-        y = y[torch.randperm(y.numel(), generator=g)]
-        xs = {m: proto[m][y] + offset + noise_mult * cfg.noise[m] * torch.randn(y.numel(), cfg.dims[m], generator=g)
-              for m in mods}
-        return xs, y
-
-    data: dict[str, Any] = {"inputs": {}, "labels": {}, "kinds": {}}
-    for split, per in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
-        data["inputs"][split], data["labels"][split] = draw(protos, per)
-    data["inputs"]["near-OOD"], _ = draw(near_protos, max(1, cfg.n_ood // k))
-    data["kinds"]["near-OOD"] = "near"
-    far = {m: _unit_rows(torch.randn(c, cfg.dims[m], generator=g)) * 2 * cfg.proto_scale * cfg.dims[m] ** 0.5 for m in mods}
-    data["inputs"]["far-OOD"], _ = draw(far, max(1, cfg.n_ood // c), noise_mult=1.3, offset=0.5)
-    data["kinds"]["far-OOD"] = "far"
-    test = data["inputs"]["test"]
-    std = {m: data["inputs"]["train"][m].std(0) for m in mods}
-    for m in mods:
-        blank = dict(test)
-        blank[m] = torch.zeros_like(test[m])
-        data["inputs"][f"{m} blanked"] = blank
-        data["kinds"][f"{m} blanked"] = "sensor"
-    for m in mods:
-        noisy = dict(test)
-        noisy[m] = torch.randn(test[m].shape, generator=g) * std[m]
-        data["inputs"][f"{m} noise"] = noisy
-        data["kinds"][f"{m} noise"] = "sensor"
-    return data
-
-
-# -- training ---------------------------------------------------------------------------------------------------
-def build_model(cfg: DemoConfig, seed: int) -> MultimodalClassifier:
+def build_model(cfg: SensorDemoConfig, seed: int) -> MultimodalClassifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        dims = cfg.data.dims
-        enc = {m: mlp_encoder(dims[m], cfg.hidden, cfg.embed) for m in dims}
-        return MultimodalClassifier(enc, {m: cfg.embed for m in dims}, cfg.data.num_classes)
+        enc = {m: mlp_encoder(SENSOR_DIMS[m], cfg.hidden, cfg.embed) for m in SENSORS}
+        return MultimodalClassifier(enc, {m: cfg.embed for m in SENSORS}, 6)
 
 
-def train_variant(variant: str, data: dict[str, Any], cfg: DemoConfig, seed: int, cache: Path | None,
-                  progress: bool, device: str = "cpu") -> tuple[MultimodalClassifier, dict[str, Any]]:
-    """Train (or load from the cache) the model of one variant: ``baseline``, ``a2d``, ``a2d_npmix`` or
-    ``a2d_feature_mixing``."""
-    tcfg = TrainConfig.preset(variant, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                              start_epoch=cfg.start_epoch, seed=seed)
-    model = build_model(cfg, seed)
-    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "demo": asdict(cfg), "train": asdict(tcfg), "seed": seed},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    path = cache / f"{variant}-seed{seed}-{key}.safetensors" if cache is not None else None
-    if path is not None and path.is_file():
-        meta = model.load_weights(path)
-        return model.eval(), {**meta, "cached": True}
-    trainer = Trainer(model, tcfg, device=device, progress=progress)
-    res = trainer.fit(data["inputs"]["train"], data["labels"]["train"], data["inputs"]["val"], data["labels"]["val"],
-                      checkpoint=path)
-    return model.eval(), {"best_val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "cached": False}
+def sensor_discrepancy(feats: Features, modalities: Sequence[str]) -> torch.Tensor:
+    """Per input, the mean pairwise Hellinger distance between the sensors' softmax predictions."""
+    probs = [feats[f"{m}/logits"].softmax(1) for m in modalities]
+    return pairwise_discrepancy(probs, "hellinger")
 
 
-# -- evaluation ----------------------------------------------------------------------------------------------------
-def benchmark_of(model: MultimodalClassifier, data: dict[str, Any]) -> Benchmark:
-    feats = {name: model.extract(x) for name, x in data["inputs"].items()}
-    ood = {k: feats[k] for k in data["kinds"]}
-    return Benchmark(feats["train"], data["labels"]["train"], feats["val"], data["labels"]["val"],
-                     feats["test"], data["labels"]["test"], ood, dict(data["kinds"]))
-
-
-def modality_rows(bench: Benchmark, detectors: Sequence[str], heads: dict[str, Any] | None = None,
-                  rule: str = "max_z") -> list[dict[str, Any]]:
-    """Modality-wise detectors fused by ``rule`` on every test set: AUROC, FPR95 and, for one-sensor failures,
-    the share of rows attributed to the failed modality."""
+def fusion_rows(bench: Benchmark, val_ood: Features, heads: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-sensor detectors fused by each rule (calibrated on ID validation; 'logistic' also learns from the
+    validation OOD set, never a test set), and each member detector on the fused head / concatenated features."""
     rows = []
-    for name in detectors:
-        if get_detector(name).needs_model:
-            continue
-        mw = ModalityWiseDetector(name, bench.modalities, rule=rule)
-        mw.fit(bench.train, bench.train_labels, heads=heads).calibrate(bench.val)
-        s_id = mw.score(bench.test)
-        for test_name, feats in bench.ood.items():
-            scores = mw.modality_scores(feats)
-            fused = mw.calibration_.fuse(scores, rule).to(torch.float32)
-            m = ood_metrics(s_id, fused)
-            row = {"detector": name, "test_set": test_name, "kind": bench.kinds[test_name], "auroc": m["auroc"],
-                   FPR: m[FPR], "attributed": float("nan")}
-            failed = test_name.split(" ", 1)[0]
-            if bench.kinds[test_name] == "sensor" and failed in bench.modalities:
-                row["attributed"] = mw.calibration_.attribute(scores).share()[failed]
-            rows.append(row)
+    for member in FUSION_MEMBERS:
+        mw = ModalityWiseDetector(member, bench.modalities).fit(bench.train, bench.train_labels, heads=heads)
+        val, v_ood = mw.modality_scores(bench.val), mw.modality_scores(val_ood)
+        test = mw.modality_scores(bench.test)
+        for rule, label in FUSION_RULES.items():
+            fuse = ScoreFusion(rule).fit(val, ood_scores=v_ood if rule == "logistic" else None)
+            s_id = fuse.score(test)
+            for name, feats in bench.ood.items():
+                m = ood_metrics(s_id, fuse.score(mw.modality_scores(feats)))
+                rows.append({"member": member, "fusion": label, "test_set": name, "kind": bench.kinds[name],
+                             "auroc": m["auroc"], FPR: m[FPR]})
+        det = create(member).fit(bench.train, bench.train_labels, head=heads["fused"])
+        s_id = det.score(bench.test)
+        for name, feats in bench.ood.items():
+            m = ood_metrics(s_id, det.score(feats))
+            rows.append({"member": member, "fusion": "fused head", "test_set": name, "kind": bench.kinds[name],
+                         "auroc": m["auroc"], FPR: m[FPR]})
     return rows
 
 
-def run_benchmark(cfg: DemoConfig | None = None, seed: int = 0, detectors: Sequence[str] | None = None,
-                  variants: dict[str, str] | None = None, cache: str | Path | None = None, progress: bool = True,
-                  notes: list[str] | None = None) -> dict[str, Any]:
-    """Train every variant, evaluate, and return tidy results (used by the demo and its tests)."""
+def run_benchmark(cfg: SensorDemoConfig | None = None, data_seed: int = 0, detectors: Sequence[str] | None = None,
+                  cache: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train every variant for every seed, evaluate, and return tidy DataFrames (used by the demo and tests)."""
     import pandas as pd
 
-    cfg = cfg or DemoConfig()
-    variants = variants or VARIANTS
-    notes = notes if notes is not None else []
-    known = set(available_detectors())
-    if detectors is None:
-        missing = [d for d in DEFAULT_DETECTORS if d not in known]
-        if missing:
-            notes.append(f"detectors not registered yet, skipped: {', '.join(missing)}")
-        detectors = [d for d in DEFAULT_DETECTORS if d in known]
-    else:
-        for d in detectors:
-            get_detector(d)  # unknown names raise with suggestions
+    cfg = cfg or SensorDemoConfig()
+    detectors = list(detectors or DEFAULT_DETECTORS)
+    for d in detectors:
+        get_detector(d)  # unknown names raise with suggestions
     cache_dir = None
     if cache is not None:
-        cache_dir = Path(cache) / "multimodal"
+        cache_dir = Path(cache) / "multimodal-sensors"
         cache_dir.mkdir(parents=True, exist_ok=True)
-    data = make_synthetic(cfg.data, seed)
-    frames, att_rows, acc_rows = [], [], []
+    sensors = load_digit_sensors(data_seed)
+    data = {"inputs": sensors.inputs, "labels": sensors.labels, "kinds": sensors.kinds}
+    train_args = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "start_epoch": cfg.start_epoch}
+    key = {"v": CACHE_VERSION, "data_seed": data_seed, "hidden": cfg.hidden, "embed": cfg.embed}
+    out: dict[str, list] = {"results": [], "accuracy": [], "discrepancy": [], "fusion": [], "sensor_wise": []}
+    notes: list[str] = []
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the models are tiny: extra threads only add synchronisation (10x slower when busy)
+    torch.set_num_threads(1)  # tiny models: extra threads only add synchronisation
     try:
-        for label, variant in variants.items():
-            _run_variant(label, variant, data, cfg, seed, cache_dir, progress, detectors, notes, frames, att_rows, acc_rows)
+        for seed in cfg.seeds:
+            for label, variant in cfg.variants.items():
+                model, _ = _common.train_variant(variant, lambda: build_model(cfg, seed), data, train_args, seed,
+                                                 cache_dir, key, progress)
+                bench = _common.benchmark_of(model, data)
+                heads = model.all_heads()
+                df, acc = evaluate(bench, detectors, heads=heads, fusion=None,
+                                   on_skip=lambda msg: notes.append(msg) if msg not in notes else None)
+                tag = {"training": label, "seed": seed}
+                out["results"] += [{**tag, **r} for r in df.to_dict("records")]
+                out["accuracy"].append({**tag, **acc})
+                for name in ("test", "near-OOD", "far-OOD", "misregistered"):
+                    feats = bench.test if name == "test" else bench.ood[name]
+                    d = sensor_discrepancy(feats, bench.modalities)
+                    out["discrepancy"].append({**tag, "set": "ID test" if name == "test" else name,
+                                               "discrepancy": float(d.mean())})
+                out["sensor_wise"] += [{**tag, **r} for r in _common.modality_rows(bench, ["energy"], heads)]
+                if label in (CONTROL, "A2D"):
+                    val_ood = model.extract(sensors.inputs["val_ood"])
+                    out["fusion"] += [{**tag, **r} for r in fusion_rows(bench, val_ood, heads)]
     finally:
         torch.set_num_threads(threads)
-    return {"results": pd.concat(frames, ignore_index=True), "accuracy": pd.DataFrame(acc_rows),
-            "modality_wise": pd.DataFrame(att_rows), "detectors": list(detectors), "notes": notes,
-            "variants": list(variants)}
-
-
-def _run_variant(label: str, variant: str, data: dict[str, Any], cfg: DemoConfig, seed: int, cache_dir: Path | None,
-                 progress: bool, detectors: Sequence[str], notes: list[str], frames: list, att_rows: list,
-                 acc_rows: list) -> None:
-    """Train (or load) one variant, evaluate it, and append its rows."""
-    model, info = train_variant(variant, data, cfg, seed, cache_dir, progress)
-    bench = benchmark_of(model, data)
-    df, acc = evaluate(bench, detectors, heads=model.all_heads(), fusion=None,
-                       on_skip=lambda msg: notes.append(msg) if msg not in notes else None)
-    df.insert(0, "training", label)
-    frames.append(df)
-    acc_rows.append({"training": label, **{f"acc_{k}": v for k, v in acc.items()},
-                     "best_val_acc": info.get("best_val_acc"), "cached": info.get("cached")})
-    att_rows += [{"training": label, **r} for r in modality_rows(bench, detectors, model.all_heads())]
+    res = {k: pd.DataFrame(v) for k, v in out.items()}
+    res.update(notes=notes, config=asdict(cfg), detectors=detectors, variants=list(cfg.variants), control=CONTROL)
+    return res
 
 
 def run_demo(args: Any) -> int:
     """Entry point of ``oodlens demo multimodal``."""
+    from ._multimodal_sensors_report import render, write
+
     t0 = time.perf_counter()
     detectors = None
     if getattr(args, "detectors", None):
         detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
         if not detectors:
             raise OODLensError("--detectors is empty")
-    cfg = DemoConfig.fast() if getattr(args, "fast", False) else DemoConfig()  # ``fast``: tests only
-    res = run_benchmark(cfg, seed=int(getattr(args, "seed", 0)), detectors=detectors,
+    cfg = SensorDemoConfig.fast() if getattr(args, "fast", False) else SensorDemoConfig()  # ``fast``: tests only
+    res = run_benchmark(cfg, data_seed=int(getattr(args, "seed", 0)), detectors=detectors,
                         cache=getattr(args, "cache", None), progress=not getattr(args, "no_progress", False))
     text = render(res, time.perf_counter() - t0)
     print(text)
-    out = getattr(args, "out", None)
-    if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "multimodal.md").write_text(text + "\n", encoding="utf-8")
-        res["results"].to_csv(folder / "multimodal_results.csv", index=False)
-        res["modality_wise"].to_csv(folder / "multimodal_modality_wise.csv", index=False)
-        res["accuracy"].to_csv(folder / "multimodal_accuracy.csv", index=False)
-        main_table(res).to_html(folder / "multimodal.html")
+    if getattr(args, "out", None):
+        write(res, text, Path(args.out))
     return 0
