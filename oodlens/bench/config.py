@@ -49,7 +49,7 @@ from ..errors import OODLensError
 from ..features import Features
 from ..safetensors_io import load_tensors
 from .protocol import Benchmark, TestSet
-from .report import render_markdown, write_reports
+from .report import build_report, write_reports
 from .runner import run_benchmark
 
 _ALLOWED = {"name", "train", "val", "test", "val_ood", "test_sets", "head", "detectors", "detector_params",
@@ -138,9 +138,10 @@ def run_config(args: Any) -> int:
     detectors = [d.strip() for d in args.detectors.split(",")] if args.detectors else cfg.get("detectors")
     result = run_benchmark(bench, detectors, tune_params=cfg.get("tune", True), objective=cfg.get("objective", "auroc"),
                            progress=not args.no_progress)
-    text = render_markdown(result)
-    print(text)
-    if args.out:
-        paths = write_reports(result, args.out, text)
+    out = getattr(args, "out", None)
+    report = build_report(result, settings={"config": str(args.config)}, calibration=True, figures=bool(out))
+    print(report.to_markdown(level=2))
+    if out:
+        paths = write_reports(result, out, report=report)
         print("Wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -16,7 +16,7 @@ How to use it (any demo or script)::
 
 Each ``section`` starts a new ``<section id=...>`` listed in the table of contents; ``table``, ``figure``,
 ``text``, ``settings``, ``figures`` (a row of figures) and ``raw`` (trusted HTML) add to the current section.
-Every call returns the report, so calls chain. Text is escaped; ``**bold**`` and ```code``` are rendered.
+Every call returns the report, so calls chain. Text is escaped; ``**bold**``, ``*italic*`` and ```code``` are rendered.
 ``rep.to_markdown()`` gives the same sections, text and tables as Markdown (figures left out), in the table
 style of :func:`oodlens.bench.reports.tables.markdown_table` (best value in bold).
 """
@@ -60,8 +60,8 @@ table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabu
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 6px; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; white-space: nowrap; }
 thead th { background: var(--head); border-bottom: 2px solid #b9c1cf; text-align: right; font-weight: 600;
-           vertical-align: bottom; }
-thead th:first-child, tbody th { text-align: left; }
+           vertical-align: bottom; white-space: normal; max-width: 9.5em; }
+thead th:first-child, tbody th, thead th.text { text-align: left; }
 tbody th { font-weight: 500; }
 td { text-align: right; }
 td.text { text-align: left; white-space: normal; }
@@ -76,8 +76,9 @@ tr.mean > th, tr.mean > td { border-top: 2px solid #b9c1cf; font-style: italic; 
            margin: 10px 0; border-radius: 0 4px 4px 0; }
 figure { margin: 12px 0 20px; }
 figure img, figure svg { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+.figrow figure img { width: 100%; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; max-width: 92ch; }
-.figrow { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 14px; }
+.figrow { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 14px 18px; }
 .figrow figure { margin: 0; }
 dl.settings { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; font-size: 14px; }
 dl.settings dt { font-weight: 600; color: var(--muted); }
@@ -101,7 +102,8 @@ def _inline(text: str) -> str:
     """Escape, then render ``**bold**`` and ```code```."""
     out = _html.escape(text)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", r"<em>\1</em>", out)
 
 
 def text_html(text: str) -> str:
@@ -118,7 +120,7 @@ def text_html(text: str) -> str:
     return "\n".join(parts)
 
 
-def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 110) -> bytes:
+def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 130) -> bytes:
     """Render a matplotlib Figure to PNG or SVG bytes (Agg canvas; no pyplot, no display needed)."""
     if fmt not in ("png", "svg"):
         raise OODLensError(f"figure format must be 'png' or 'svg', got {fmt!r}")
@@ -133,7 +135,7 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def figure_html(fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png", dpi: int = 110) -> str:
+def figure_html(fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png", dpi: int = 130) -> str:
     """A ``<figure>`` with the image embedded (base64 PNG ``<img>``, or inline ``<svg>``)."""
     data = figure_bytes(fig, fmt, dpi)
     alt_text = _html.escape(alt or caption or "figure", quote=True)
@@ -164,9 +166,11 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
     if not isinstance(df, pd.DataFrame):
         raise OODLensError(f"table expects a pandas DataFrame, got {type(df).__name__}")
     warn, means, flags = set(warn_rows), set(mean_rows), set(flag_cells)
-    marked = best_cells(df, best, means)
+    marked = best_cells(df, best, means, percent, digits)
     names = [index_name if index_name is not None else (df.index.name or "")] if index else []
-    head = "".join(f"<th scope='col'>{_html.escape(str(n))}</th>" for n in [*names, *df.columns])
+    texty = [not any(cell_text(v, percent, digits)[1] for v in df[c].tolist()) for c in df.columns]
+    head = "".join(f"<th scope='col'{' class=' + chr(39) + 'text' + chr(39) if t else ''}>{_html.escape(str(n))}</th>"
+                   for n, t in zip([*names, *df.columns], [False] * len(names) + texty))
     rows = []
     for i, (key, row) in enumerate(df.iterrows()):
         cls = " ".join(x for x in ("warn" if key in warn else "", "mean" if key in means else "") if x)
@@ -245,12 +249,12 @@ class HtmlReport:
         return self._put("table", (df, caption, kwargs))
 
     def figure(self, fig: Any, caption: str | None = None, alt: str | None = None, fmt: str = "png",
-               dpi: int = 110) -> "HtmlReport":
+               dpi: int = 130) -> "HtmlReport":
         """A matplotlib Figure embedded as base64 PNG (``fmt="svg"``: inline SVG); rendered once, now."""
         return self._put("html", figure_html(fig, caption, alt, fmt, dpi))
 
     def figures(self, figs: Sequence[Any], captions: Sequence[str | None] | None = None, fmt: str = "png",
-                dpi: int = 110) -> "HtmlReport":
+                dpi: int = 130) -> "HtmlReport":
         """Several figures side by side (wrapping on narrow screens)."""
         caps = list(captions) if captions is not None else [None] * len(figs)
         inner = "".join(figure_html(f, c, fmt=fmt, dpi=dpi) for f, c in zip(figs, caps))

@@ -18,7 +18,7 @@ def cell_text(v: Any, percent: bool = True, digits: int = 1) -> tuple[str, bool]
         return "–", True
     if isinstance(v, (bool, np.bool_)):
         return ("yes" if v else "no"), False
-    if isinstance(v, (int, np.integer)) and not percent:
+    if isinstance(v, (int, np.integer)):  # counts: never scaled
         return str(int(v)), True
     if isinstance(v, (int, float, np.integer, np.floating)):
         return f"{float(v) * (100 if percent else 1):.{digits}f}", True
@@ -34,9 +34,11 @@ def best_rule(df: pd.DataFrame, best: str | Mapping[str, str] | None) -> dict[An
     return rule
 
 
-def best_cells(df: pd.DataFrame, best: str | Mapping[str, str] | None, skip_rows: Iterable[Any] = ()) -> dict[Any, set[int]]:
-    """Row positions holding the best value of each ranked numeric column (ties all marked; ``skip_rows``: index
-    labels never marked, e.g. mean rows)."""
+def best_cells(df: pd.DataFrame, best: str | Mapping[str, str] | None, skip_rows: Iterable[Any] = (),
+               percent: bool = True, digits: int = 1) -> dict[Any, set[int]]:
+    """Row positions holding the best value of each ranked numeric column, compared as displayed (×100 when
+    ``percent``, rounded to ``digits``), so every cell that reads as the best is marked; ``skip_rows``: index
+    labels never marked, e.g. mean rows."""
     skip = set(skip_rows)
     rows = [i for i, key in enumerate(df.index) if key not in skip]
     out: dict[Any, set[int]] = {}
@@ -44,6 +46,7 @@ def best_cells(df: pd.DataFrame, best: str | Mapping[str, str] | None, skip_rows
         if c not in df.columns or not rows:
             continue
         col = pd.to_numeric(df[c].iloc[rows], errors="coerce").to_numpy(dtype=float)
+        col = np.round(col * (100 if percent else 1), digits)
         if np.isfinite(col).any():
             target = np.nanmax(col) if r == "max" else np.nanmin(col)
             out[c] = {rows[i] for i in np.flatnonzero(np.isclose(col, target, rtol=0, atol=1e-12))}
@@ -58,7 +61,7 @@ def markdown_table(df: pd.DataFrame, percent: bool = True, digits: int = 1, best
     if not isinstance(df, pd.DataFrame):
         raise OODLensError(f"a table needs a pandas DataFrame, got {type(df).__name__}")
     means, flags = set(mean_rows), set(flag_cells)
-    marked = best_cells(df, best, means)
+    marked = best_cells(df, best, means, percent, digits)
     header = ([index_name if index_name is not None else (df.index.name or "")] if index else []) + [str(c) for c in df.columns]
     body, numeric = [], [False] * len(header)
     for i, (key, row) in enumerate(df.iterrows()):
