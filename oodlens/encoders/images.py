@@ -69,7 +69,7 @@ def imagenet_transform(size: int = 224, resize: int = 256, mean: Sequence[float]
 
     def transform(img: Any) -> torch.Tensor:
         a = to_array(img)
-        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float()
+        t = torch.tensor(a).permute(2, 0, 1).float()  # a copy: arrays may be read-only
         if a.dtype == np.uint8:
             t = t / 255.0
         h, w = t.shape[1:]
