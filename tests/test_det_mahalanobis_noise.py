@@ -103,7 +103,9 @@ def test_singular_covariance_and_single_sample_class(toy):
     # 10 training samples for 16 feature dimensions (rank-deficient covariance); class 3 has one sample
     x = toy.train["inputs"][:10]
     y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
-    det = create("mahalanobis_noise", layer="pool", noise=0.01).fit({"inputs": x}, y, model=toy.model)
+    # the pseudo-inverse path (the default "auto" would shrink the covariance here: N < 2·D)
+    det = create("mahalanobis_noise", layer="pool", noise=0.01, covariance="empirical").fit({"inputs": x}, y,
+                                                                                           model=toy.model)
     xt = toy.test_ood["inputs"][:8]
     s = det.score({"inputs": xt})
     assert torch.isfinite(s).all()

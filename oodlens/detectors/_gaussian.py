@@ -3,7 +3,9 @@ to every class mean in one matrix expansion (no loop over classes).
 
 Numerics: statistics are accumulated in float64; the covariance is inverted by eigendecomposition with small
 eigenvalues truncated (a pseudo-inverse, as ``sklearn.covariance.EmpiricalCovariance.precision_`` uses), so more
-dimensions than samples, or a singular covariance, still gives a well-defined distance. Inputs are centred on
+dimensions than samples, or a singular covariance, still gives a well-defined distance; :func:`fit_whitener` offers
+OAS shrinkage instead (``covariance="shrinkage"``, and by default when N < 2·D or the covariance is ill-conditioned),
+so that directions outside the training span still count. Inputs are centred on
 their global mean before the expansion ``|z|² − 2 z·m + |m|²`` to avoid cancellation at large feature norms.
 
 Memory: fitting statistics are accumulated over row blocks of ``_ROWS`` rows (one float64 block at a time, never a
@@ -92,6 +94,58 @@ def whitener(cov: torch.Tensor, rcond: float = 1e-10) -> torch.Tensor:
         raise OODLensError("covariance is zero: all training features are identical")
     keep = evals > rcond * top
     return evecs[:, keep] / evals[keep].sqrt()
+
+
+#: choices of the ``covariance`` hyper-parameter of the Gaussian detectors
+COVARIANCE_CHOICES = ("auto", "empirical", "shrinkage")
+#: ``covariance="auto"`` shrinks when λ_min < ILL_CONDITIONED · λ_max (or when N < 2·D)
+ILL_CONDITIONED = 1e-6
+
+
+def check_covariance_choice(choice: str) -> str:
+    if choice not in COVARIANCE_CHOICES:
+        raise OODLensError(f"covariance must be one of {', '.join(COVARIANCE_CHOICES)}, got {choice!r}")
+    return choice
+
+
+def oas_shrinkage(cov: torch.Tensor, n: int) -> float:
+    """Shrinkage intensity ρ of the Oracle Approximating Shrinkage estimator (Chen, Wiesel, Eldar & Hero, IEEE TSP
+    2010, Eq. 23, in scikit-learn's form ``sklearn.covariance.OAS``): with a = mean(Σ²), μ = tr(Σ)/D,
+
+        ρ = min(1, (a + μ²) / ((n + 1)(a − μ²/D)))
+
+    It needs only the covariance and N (so it works from statistics merged across shards)."""
+    d = cov.shape[0]
+    a = float((cov * cov).mean())
+    mu = float(torch.diagonal(cov).sum()) / d
+    den = (n + 1) * (a - mu * mu / d)
+    return 1.0 if den <= 0 else min((a + mu * mu) / den, 1.0)
+
+
+def fit_whitener(cov: torch.Tensor, n: int, covariance: str = "auto", what: str = "covariance"
+                 ) -> tuple[torch.Tensor, float]:
+    """Whitener ``W`` (D, r) of an ML covariance of ``n`` rows and the shrinkage used (0.0 = empirical).
+
+    * ``"empirical"`` — the pseudo-inverse of Σ (:func:`whitener`): directions with no training variance are
+      ignored, so with N < D an input that differs from the training data only outside its span scores as ID;
+    * ``"shrinkage"`` — Σ_ρ = (1 − ρ) Σ + ρ (tr Σ / D) I with the OAS intensity ρ (:func:`oas_shrinkage`):
+      full rank, every direction counts;
+    * ``"auto"`` — shrinkage when N < 2·D or Σ is ill-conditioned (λ_min < 1e-6 · λ_max), else empirical.
+    """
+    check_covariance_choice(covariance)
+    cov = cov.to(torch.float64)
+    d = cov.shape[0]
+    evals, evecs = torch.linalg.eigh(cov)
+    top = float(evals.max()) if evals.numel() else 0.0
+    if top <= 0:
+        raise OODLensError(f"{what} is zero: all training features are identical")
+    shrink = covariance == "shrinkage" or (
+        covariance == "auto" and (n < 2 * d or float(evals.min()) < ILL_CONDITIONED * top))
+    if not shrink:
+        return whitener(cov), 0.0
+    rho = oas_shrinkage(cov, n)
+    shrunk = (1.0 - rho) * evals.clamp_min(0) + rho * float(evals.clamp_min(0).sum()) / d
+    return evecs / shrunk.sqrt(), rho
 
 
 def sq_dist_to_means(z: torch.Tensor, m: torch.Tensor, chunk: int = 16384) -> torch.Tensor:

@@ -24,6 +24,10 @@ from ._gaussian import second_moment
 from .base import Head
 
 
+#: eigenvalues of the second moment below this fraction of the largest count as zero when finding its rank
+RANK_RCOND = 1e-10
+
+
 def default_principal_dim(d: int) -> int:
     """The ViM paper's rule for the principal dimension: 1000 if D ≥ 2048, 512 if D ≥ 768, else D // 2."""
     if d >= 2048:
@@ -93,7 +97,14 @@ def residual_basis_from(stats: PrincipalStats, dim: int) -> torch.Tensor:
     """Orthonormal basis (D, D − dim), float64, of the complement of the top-``dim`` eigenvectors of M / N."""
     if not float(stats.count) > 0:
         raise OODLensError("no training rows: the principal subspace is undefined")
-    _, evecs = torch.linalg.eigh(stats.moment / stats.count)  # ascending eigenvalues
+    evals, evecs = torch.linalg.eigh(stats.moment / stats.count)  # ascending eigenvalues
+    rank = int((evals > RANK_RCOND * float(evals[-1].clamp_min(0))).sum()) if float(evals[-1]) > 0 else 0
+    if dim >= rank:
+        fix = f"use dim in [1, {rank - 1}] (e.g. dim={max(1, rank // 2)})" if rank >= 2 else \
+            "these features cannot be used (they need rank ≥ 2)"
+        raise OODLensError(f"the training features span only {rank} dimension(s) about the head's origin −W⁺b "
+                           f"(numerical rank of their second moment), so the top-{dim} principal subspace "
+                           f"(dim={dim}) is not determined by the data and every residual would be noise; {fix}")
     return evecs[:, : stats.dim - dim].contiguous()
 
 

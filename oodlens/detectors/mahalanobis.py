@@ -4,8 +4,11 @@ Detecting Out-of-Distribution Samples and Adversarial Attacks"), on penultimate 
     μ_c = mean of class c,   Σ = (1/N) Σ_i (z_i − μ_{y_i})(z_i − μ_{y_i})ᵀ   (one covariance shared by all classes)
     score(x) = min_c (z − μ_c)ᵀ Σ⁺ (z − μ_c)
 
-Σ⁺ is the pseudo-inverse (as sklearn's EmpiricalCovariance in the reference code), so a singular covariance
-(more dimensions than samples) is handled. All classes are scored in one expansion after whitening:
+``covariance`` chooses Σ⁺ (``_gaussian.fit_whitener``): ``"empirical"`` is the pseudo-inverse of the ML estimate (as
+sklearn's EmpiricalCovariance in the reference code); ``"shrinkage"`` inverts the OAS shrinkage estimate
+(1 − ρ)Σ + ρ(tr Σ/D)I (sklearn's ``OAS``), full rank; ``"auto"`` (default) uses shrinkage only when N < 2·D or Σ is
+ill-conditioned (λ_min < 1e-6·λ_max) — with fewer samples than dimensions the pseudo-inverse ignores every direction
+outside the training span, so an input that differs only there would score as ID. All classes are scored in one expansion after whitening:
 w = Wᵀz with W Wᵀ = Σ⁺, then ‖w − Wᵀμ_c‖² = ‖w‖² − 2 w·(Wᵀμ_c) + ‖Wᵀμ_c‖².
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._gaussian import min_sq_distance, whitener
+from ._gaussian import check_covariance_choice, fit_whitener, min_sq_distance
 from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
 from .base import Detector
 
@@ -22,8 +25,9 @@ class Mahalanobis(Detector):
     name = "mahalanobis"
     needs_labels = True
 
-    def __init__(self, features: str = "features"):
+    def __init__(self, features: str = "features", covariance: str = "auto"):
         self.features = features
+        self.covariance = check_covariance_choice(covariance)
 
     def required_features(self) -> tuple[str, ...]:
         return (self.features,)
@@ -38,7 +42,7 @@ class Mahalanobis(Detector):
         cov = stats.tied_covariance()
         mark_fitted(self, stats.dim)
         self.center_ = means.mean(0)
-        w = whitener(cov)
+        w, self.shrinkage_ = fit_whitener(cov, stats.n, self.covariance)
         self.whiten_ = w.to(torch.float32)
         self.means_white_ = ((means - self.center_) @ w).to(torch.float32)
         return self

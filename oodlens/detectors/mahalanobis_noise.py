@@ -15,7 +15,8 @@ The reference's confidence is max_c −½ M_c(z(x̃)) (higher = more ID); here i
 Fitting follows the reference's ``sample_estimator``: the model is run over the training inputs (the ``inputs``
 feature, in batches, no gradient) and the same hook as at scoring captures the layer, so training and test features
 come from one place. Spatial outputs are averaged over their spatial dimensions, as in the reference. Class
-means, tied covariance and its pseudo-inverse (as sklearn's ``EmpiricalCovariance`` in the reference) come from
+means, tied covariance and its pseudo-inverse (as sklearn's ``EmpiricalCovariance`` in the reference; OAS shrinkage
+when N < 2·D or the covariance is ill-conditioned, ``covariance="auto"``, see ``mahalanobis.py``) come from
 ``_gaussian.py``; distances to all classes are one matrix expansion after whitening.
 
 Defaults: ε = 0.0014 (OpenOOD's ``mds_ensemble.yml``); ``param_grid`` is the reference's noise list
@@ -37,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import OODLensError
-from ._gaussian import class_means, sq_dist_to_means, tied_covariance, whitener
+from ._gaussian import check_covariance_choice, class_means, fit_whitener, sq_dist_to_means, tied_covariance
 from .base import Detector
 from .odin import InputStd, capture_layer, check_model_params, input_batches, model_placement, model_scoring, signed_step
 
@@ -52,7 +53,8 @@ class MahalanobisNoise(Detector):
     test_params = {"layer": "pool"}
 
     def __init__(self, noise: float = 0.0014, layer: str | None = None, input_std: InputStd = None,
-                 batch_size: int = 128, inputs: str = "inputs"):
+                 batch_size: int = 128, inputs: str = "inputs", covariance: str = "auto"):
+        self.covariance = check_covariance_choice(covariance)
         self.noise = noise
         self.layer = layer
         self.input_std = input_std
@@ -76,7 +78,7 @@ class MahalanobisNoise(Detector):
             raise OODLensError("the model produced non-finite features on the training inputs")
         means, _ = class_means(z, labels.to(z.device))
         cov = tied_covariance(z, labels.to(z.device), means)
-        w = whitener(cov)
+        w, self.shrinkage_ = fit_whitener(cov, z.shape[0], self.covariance)
         self.center_ = means.mean(0)
         self.whiten_ = w.to(torch.float32)
         self.means_white_ = ((means - self.center_) @ w).to(torch.float32)

@@ -39,7 +39,7 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import class_means, min_sq_distance, tied_covariance, whitener
+from ._gaussian import check_covariance_choice, class_means, fit_whitener, min_sq_distance, tied_covariance
 from ._shaping import pool_spatial
 from .base import Detector
 
@@ -66,9 +66,11 @@ class MultiLayerMahalanobis(Detector):
     validation_needs = "id+ood"
     test_params = {"layers": ["block1", "block2_map"]}
 
-    def __init__(self, layers: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"), cv: int = 5):
+    def __init__(self, layers: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"), cv: int = 5,
+                 covariance: str = "auto"):
         self.layers = list(layers)
         self.cv = cv
+        self.covariance = check_covariance_choice(covariance)
 
     def required_features(self) -> tuple[str, ...]:
         return tuple(self.layers)
@@ -103,7 +105,9 @@ class MultiLayerMahalanobis(Detector):
         for i, name in enumerate(self.layers):
             z = pool_spatial(as_float(train[name]))
             means, _ = class_means(z, labels)
-            w = whitener(tied_covariance(z, labels, means))
+            w, shrink = fit_whitener(tied_covariance(z, labels, means), z.shape[0], self.covariance,
+                                     f"covariance of layer {name!r}")
+            setattr(self, f"shrinkage_{i}_", shrink)
             center = means.mean(0)
             setattr(self, f"center_{i}_", center.to(torch.float32))
             setattr(self, f"whiten_{i}_", w.to(torch.float32))

@@ -11,8 +11,9 @@ readings of the brief (min over the differences, or the class minimum minus the 
 does not depend on c; we return the negated confidence, so higher = more OOD.
 
 Both covariances are maximum-likelihood estimates (divided by N) inverted with the pseudo-inverse, as sklearn's
-``EmpiricalCovariance`` in the reference; singular covariances (more dimensions than samples) are handled by
-``_gaussian.whitener``. All class distances come from one matrix expansion in whitened coordinates. No
+``EmpiricalCovariance`` in the reference (``covariance="empirical"``), or shrunk first (OAS, ``"shrinkage"``); the
+default ``"auto"`` shrinks only when N < 2·D or a covariance is ill-conditioned (see ``mahalanobis.py`` and
+``_gaussian.fit_whitener``). All class distances come from one matrix expansion in whitened coordinates. No
 hyper-parameters besides the feature name.
 
 Scoring runs over row blocks (``_gaussian.centred_products``): each block is centred on μ_0 and projected on both
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._gaussian import centred_products, sq_dist_to_means, whitener
+from ._gaussian import centred_products, check_covariance_choice, fit_whitener, sq_dist_to_means
 from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
 from .base import Detector
 
@@ -33,8 +34,9 @@ class RMDS(Detector):
     name = "rmds"
     needs_labels = True
 
-    def __init__(self, features: str = "features"):
+    def __init__(self, features: str = "features", covariance: str = "auto"):
         self.features = features
+        self.covariance = check_covariance_choice(covariance)
 
     def required_features(self) -> tuple[str, ...]:
         return (self.features,)
@@ -46,14 +48,14 @@ class RMDS(Detector):
         """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all
         rows). The background Gaussian comes from the same statistics (within + between scatter)."""
         means, _ = stats.class_means()
-        w = whitener(stats.tied_covariance())
+        w, self.shrinkage_ = fit_whitener(stats.tied_covariance(), stats.n, self.covariance)
         mu0, cov0 = stats.covariance()
         mark_fitted(self, stats.dim)
         # every distance is evaluated on z − μ_0 (centring first keeps the expansion accurate at large norms)
         self.center_ = mu0
         self.whiten_ = w
         self.means_white_ = (means - mu0) @ w
-        self.whiten_bg_ = whitener(cov0)
+        self.whiten_bg_, self.shrinkage_bg_ = fit_whitener(cov0, stats.n, self.covariance, "background covariance")
         return self
 
     def _score(self, x) -> torch.Tensor:
