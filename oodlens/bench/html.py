@@ -131,7 +131,8 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 130) -> bytes:
 
         FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", facecolor="white")
+    tight = fig.get_layout_engine() is None  # a layout engine already fits the labels: skip the extra draw
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
     return buf.getvalue()
 
 
