@@ -1,0 +1,146 @@
+"""Readers for the common anomaly-segmentation folder layouts (nothing is downloaded; point them at a copy).
+
+All readers yield :class:`Frame` objects with the image (3, H, W) float in [0, 1] and the evaluation labels
+(H, W) uint8: 0 normal, 1 anomaly, 255 ignore — SegmentMeIfYouCan's convention.
+
+* :func:`read_pairs` — an images folder and a labels folder of PNGs matched by file stem (with an optional
+  suffix such as ``_labels``), mapping label ids: ``anomaly_ids`` → 1, ``ignore_ids`` → 255, the rest → 0.
+  Presets (:data:`LAYOUTS`) for Fishyscapes Lost & Found / Static (labels 1 anomaly, 255 void),
+  Lost-and-Found as SegmentMeIfYouCan's obstacle track, and RoadAnomaly (label PNGs in ``<name>.labels/
+  labels_semantic.png``: 2 anomaly, 0 normal).
+* :func:`read_streethazards` — StreetHazards (Hendrycks et al., 2022): ``images/<split>/...png`` and
+  ``annotations/<split>/...png`` with class ids 1–13, where 14 is the anomaly class (0-based 13 after the
+  reference's ``− 1``); id 0 is "unlabeled" and is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import OODLensError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class Frame:
+    name: str
+    image: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (H, W) uint8: 0 normal, 1 anomaly, 255 ignore
+
+
+@dataclass(frozen=True)
+class Layout:
+    images: str  # images folder, relative to the data set root
+    labels: str  # labels folder (a path with "{stem}" is a per-image file pattern)
+    label_suffix: str  # file name of the label = stem + label_suffix
+    anomaly_ids: tuple[int, ...]
+    ignore_ids: tuple[int, ...]
+
+
+LAYOUTS = {
+    "fishyscapes": Layout("images", "labels", ".png", (1,), (255,)),
+    "lostandfound": Layout("images", "labels_masks", "_labels_semantic.png", (1,), (255,)),
+    "smiyc": Layout("images", "labels_masks", "_labels_semantic.png", (1,), (255,)),
+    "roadanomaly": Layout("frames", "frames/{stem}.labels", "labels_semantic.png", (2,), (255,)),
+}
+
+
+def _read_png(path: Path, what: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except Exception as e:
+        raise OODLensError(f"cannot read {what} {path}: {e}") from e
+
+
+def map_labels(raw: np.ndarray, anomaly_ids: Sequence[int], ignore_ids: Sequence[int], path: Path | str = ""
+               ) -> torch.Tensor:
+    """Raw label ids (H, W) -> 0 / 1 (anomaly) / 255 (ignore), uint8."""
+    if raw.ndim == 3:  # a colour-coded or RGBA label PNG: the first channel holds the id
+        raw = raw[..., 0]
+    if raw.ndim != 2:
+        raise OODLensError(f"label image {path} must be (H, W), got shape {raw.shape}")
+    out = np.zeros(raw.shape, dtype=np.uint8)
+    out[np.isin(raw, list(anomaly_ids))] = 1
+    out[np.isin(raw, list(ignore_ids))] = 255
+    return torch.from_numpy(out)
+
+
+def _image(path: Path) -> torch.Tensor:
+    a = _read_png(path, "image")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] < 3:
+        raise OODLensError(f"image {path} must be (H, W, 3), got shape {a.shape}")
+    return torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1).float() / 255.0
+
+
+def read_pairs(root: str | os.PathLike, layout: str | Layout = "fishyscapes") -> Iterator[Frame]:
+    """Frames of a folder data set (sorted by file name); every image needs its label file."""
+    lay = LAYOUTS.get(layout) if isinstance(layout, str) else layout
+    if lay is None:
+        raise OODLensError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)} (or pass a Layout)")
+    root = Path(root)
+    img_dir = root / lay.images
+    if not img_dir.is_dir():
+        raise OODLensError(f"{img_dir} is not a folder (expected the {lay.images!r} folder of the data set)")
+    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise OODLensError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+    for f in files:
+        label = root / lay.labels.format(stem=f.stem) / (lay.label_suffix if "{stem}" in lay.labels else
+                                                         f.stem + lay.label_suffix)
+        if not label.is_file():
+            raise OODLensError(f"no label file for {f.name}: expected {label}")
+        image, raw = _image(f), _read_png(label, "label image")
+        lab = map_labels(raw, lay.anomaly_ids, lay.ignore_ids, label)
+        if tuple(lab.shape) != tuple(image.shape[1:]):
+            raise OODLensError(f"label {label} is {tuple(lab.shape)} but image {f} is {tuple(image.shape[1:])}")
+        yield Frame(f.stem, image, lab)
+
+
+#: StreetHazards' anomaly class id in the annotation PNGs (1-based; the reference code subtracts 1 → 13)
+STREETHAZARDS_ANOMALY = 14
+STREETHAZARDS_UNLABELED = 0
+
+
+def read_streethazards(root: str | os.PathLike, split: str = "test") -> Iterator[Frame]:
+    """StreetHazards frames: ``root/images/<split>/**.png`` with ``root/annotations/<split>/**.png`` (same
+    relative path). Id 14 (anomaly) → 1, id 0 (unlabeled) → 255 ignore, classes 1–13 → 0."""
+    root = Path(root)
+    img_dir, ann_dir = root / "images" / split, root / "annotations" / split
+    if not img_dir.is_dir() or not ann_dir.is_dir():
+        raise OODLensError(f"StreetHazards needs {img_dir} and {ann_dir}")
+    files = sorted(p for p in img_dir.rglob("*.png"))
+    if not files:
+        raise OODLensError(f"no PNG images under {img_dir}")
+    for f in files:
+        rel = f.relative_to(img_dir)
+        label = ann_dir / rel
+        if not label.is_file():
+            raise OODLensError(f"no annotation for {rel}: expected {label}")
+        image, raw = _image(f), _read_png(label, "annotation")
+        lab = map_labels(raw, (STREETHAZARDS_ANOMALY,), (STREETHAZARDS_UNLABELED,), label)
+        if tuple(lab.shape) != tuple(image.shape[1:]):
+            raise OODLensError(f"annotation {label} is {tuple(lab.shape)} but image {f} is {tuple(image.shape[1:])}")
+        yield Frame(str(rel.with_suffix("")), image, lab)
+
+
+def stack_frames(frames: Sequence[Frame] | Iterator[Frame]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(B, 3, H, W) images, (B, H, W) labels and names of frames of one size."""
+    frames = list(frames)
+    if not frames:
+        raise OODLensError("no frames")
+    shapes = {tuple(f.image.shape) for f in frames}
+    if len(shapes) > 1:
+        raise OODLensError(f"frames differ in size ({sorted(shapes)[:3]}); evaluate them one by one")
+    return torch.stack([f.image for f in frames]), torch.stack([f.labels for f in frames]), [f.name for f in frames]
