@@ -46,7 +46,7 @@ from ...errors import OODLensError
 from ...multimodal.model import MultimodalClassifier, mlp_encoder
 from ...multimodal.protocol import evaluate
 from . import _multimodal_common as _common
-from ._multimodal_report import main_table, render
+from ._multimodal_report import html_report, render
 
 SUMMARY = "synthetic Gaussian two-modality benchmark with known ground truth (MultiOOD training variants)"
 DEFAULT_DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "knn")
@@ -230,5 +230,5 @@ def run_demo(args: Any) -> int:
         res["results"].to_csv(folder / "multimodal_results.csv", index=False)
         res["modality_wise"].to_csv(folder / "multimodal_modality_wise.csv", index=False)
         res["accuracy"].to_csv(folder / "multimodal_accuracy.csv", index=False)
-        main_table(res).to_html(folder / "multimodal.html")
+        html_report(res, time.perf_counter() - t0, {"seed": int(getattr(args, "seed", 0))}).write(folder / "multimodal.html")
     return 0
