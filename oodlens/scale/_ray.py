@@ -1,0 +1,51 @@
+"""Ray, imported lazily with an install hint, and a local test cluster."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import OODLensError
+
+INSTALL_HINT = "oodlens.scale needs Ray: pip install 'oodlens[ray]' (or pip install 'ray[data]')"
+
+
+def ray():
+    """The ``ray`` module (raises a clear error naming the extra when it is not installed)."""
+    try:
+        import ray as _ray  # noqa: PLC0415
+        import ray.data  # noqa: F401, PLC0415
+    except ImportError as e:
+        raise OODLensError(INSTALL_HINT) from e
+    return _ray
+
+
+def init_local(num_cpus: int = 2, **kwargs) -> None:
+    """Start (or join) a local Ray instance for tests and examples: ``num_cpus`` CPUs, no dashboard, token
+    authentication off (Ray ≥ 2.60 asks for it otherwise; never do this on a shared cluster)."""
+    r = ray()
+    if r.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    r.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **kwargs)
+
+
+def actor_pool(size: int):
+    """A Ray Data actor pool of ``size`` actors (``compute=`` of ``map_batches``)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise OODLensError(f"number of workers must be a positive integer, got {size!r}")
+    return ray().data.ActorPoolStrategy(size=size)
+
+
+def raise_cause(error: BaseException) -> None:
+    """Re-raise the OODLensError a Ray worker raised (wrapped by Ray in a RayTaskError or a Ray Data error) as a
+    plain OODLensError with the worker's message; return if there is none."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, OODLensError):
+            raise OODLensError(str(cause)) from None
+        if isinstance(e, OODLensError) and type(e) is not OODLensError and "RayTaskError" in type(e).__name__:
+            raise OODLensError(str(e).strip().splitlines()[-1]) from None
+        e = cause if cause is not None else (e.__cause__ or e.__context__)

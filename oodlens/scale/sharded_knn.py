@@ -1,0 +1,156 @@
+"""KNN (Sun et al., ICML 2022) over a bank sharded across Ray actors: per-shard top-k, then an exact merge.
+
+Each actor holds the L2-normalised rows of some shard files (bank rows numbered in file order, as the one-process
+fit on the same files sees them) and answers a block of queries with its own k best inner products
+(``detectors._knn_search.exact_topk``, the one-process search). The union of the shards' top-k lists holds the
+global top-k (every global neighbour is among its own shard's k best), so the merge — sort the S·k candidates by
+similarity, ties by bank index — gives the exact k-th neighbour. Its distance ‖ẑ − ẑ_(k)‖ is then computed directly
+by the shard that owns it (``kth_distance``, as ``KNN`` does: no cancellation in 2 − 2cos), so scores equal the
+one-process ``KNN(k).fit(all rows).score(z)`` up to float32 rounding of the products.
+
+Traffic per query: the query (4·D bytes) to each of S shards, k (similarity, index) pairs (12·k bytes) back from
+each, then one distance round trip to the owner. Actors restart on failure (``max_restarts=-1``) and rebuild from
+their files; calls are retried (``max_task_retries=-1``), so a killed worker changes no result.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import as_float
+from ..detectors._knn_search import exact_topk, kth_distance
+from ..errors import OODLensError
+from ..features import Features
+from ..safetensors_io import read_header
+from ._ray import raise_cause, ray
+from .shards import check_widths, read_shard
+from .state import tensors_bytes, tensors_from_bytes
+
+
+class _BankShard:
+    """Ray actor: a block of bank rows (global indices offset … offset + n − 1)."""
+
+    def __init__(self, paths: list[str], feature: str, offset: int):
+        rows = [read_shard(p, mmap=False)[0][feature] for p in paths]
+        self.bank = F.normalize(as_float(torch.cat(rows)).float(), dim=1).contiguous()
+        self.offset = offset
+
+    def size(self) -> int:
+        return self.bank.shape[0]
+
+    def topk(self, queries: bytes, k: int) -> bytes:
+        z = tensors_from_bytes(queries)["z"]
+        v, i = exact_topk(z, self.bank, min(k, self.bank.shape[0]), normalise=True)
+        return tensors_bytes({"v": v, "i": i + self.offset})
+
+    def distance(self, queries: bytes, rows: bytes) -> bytes:
+        t = tensors_from_bytes(rows)
+        z = tensors_from_bytes(queries)["z"][t["rows"]]
+        return tensors_bytes({"d": kth_distance(z, self.bank, t["local"])})
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def feature_shapes(paths: Sequence[str], feature: str) -> list[tuple[str, dict[str, list[int]]]]:
+    """(path, {feature: per-row shape}) of every shard, from the headers alone."""
+    out = []
+    for p in paths:
+        header, _ = read_header(p)
+        if feature not in header:
+            raise OODLensError(f"shard {p} has no feature {feature!r}")
+        out.append((p, {feature: list(header[feature]["shape"][1:])}))
+    return out
+
+
+class ShardedKNN:
+    """KNN scores from a bank spread over ``workers`` Ray actors (shard files split in contiguous groups)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], k: int = 50, workers: int = 2, feature: str = "features"):
+        paths = [str(p) for p in paths]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise OODLensError(f"KNN k must be a positive integer, got {k!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OODLensError(f"workers must be a positive integer, got {workers!r}")
+        shapes = check_widths(feature_shapes(paths, feature))
+        if len(shapes[feature]) != 1:
+            raise OODLensError(f"KNN needs a 2-D feature (N, D); shards hold per-row shape {tuple(shapes[feature])}")
+        self.dim, self.k, self.feature = shapes[feature][0], k, feature
+        sizes = [read_header(p)[0][feature]["shape"][0] for p in paths]
+        groups = [g for g in _split(list(range(len(paths))), min(workers, len(paths))) if g]
+        r = ray()
+        remote = r.remote(_BankShard).options(max_restarts=-1, max_task_retries=-1)
+        self.offsets, self.shards = [], []
+        for g in groups:
+            offset = sum(sizes[: g[0]])
+            self.offsets.append(offset)
+            self.shards.append(remote.remote([paths[i] for i in g], feature, offset))
+        self.sizes = self._get([s.size.remote() for s in self.shards])
+        self.n = sum(self.sizes)
+        if k > self.n:
+            raise OODLensError(f"KNN k={k} but the sharded bank holds only {self.n} vectors")
+
+    @staticmethod
+    def _get(refs: Any) -> Any:
+        try:
+            return ray().get(refs)
+        except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; ours are unwrapped, others re-raised
+            raise_cause(e)
+            raise
+
+    def _queries(self, x: Features | torch.Tensor) -> torch.Tensor:
+        z = x[self.feature] if isinstance(x, (Features, dict)) else x
+        z = as_float(z, f"feature {self.feature!r}").float()
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise OODLensError(f"queries have shape {tuple(z.shape)} but the sharded bank holds (N, {self.dim})")
+        return z
+
+    def neighbours(self, x: Features | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact merged top-k: (similarities, global bank indices), (N, k) each, best first (ties: lower index)."""
+        z = self._queries(x)
+        ref = ray().put(tensors_bytes({"z": z}))
+        parts = [tensors_from_bytes(b) for b in self._get([s.topk.remote(ref, self.k) for s in self.shards])]
+        v = torch.cat([p["v"] for p in parts], 1)
+        i = torch.cat([p["i"] for p in parts], 1)
+        by_index = torch.argsort(i, dim=1, stable=True)  # ties in similarity resolved by the lower bank index
+        v, i = v.gather(1, by_index), i.gather(1, by_index)
+        order = torch.argsort(v, dim=1, descending=True, stable=True)[:, : self.k]
+        return v.gather(1, order), i.gather(1, order)
+
+    def score(self, x: Features | torch.Tensor) -> torch.Tensor:
+        """‖ẑ − ẑ_(k)‖ per query (higher = more OOD), as ``KNN.score``."""
+        z = self._queries(x)
+        _, idx = self.neighbours(z)
+        kth = idx[:, -1]
+        owner = torch.searchsorted(torch.tensor(self.offsets), kth, right=True) - 1
+        ref = ray().put(tensors_bytes({"z": z}))
+        out = torch.empty(z.shape[0])
+        calls = []
+        for s, shard in enumerate(self.shards):
+            rows = (owner == s).nonzero().squeeze(1)
+            if rows.numel():
+                blob = tensors_bytes({"rows": rows, "local": kth[rows] - self.offsets[s]})
+                calls.append((rows, shard.distance.remote(ref, blob)))
+        for rows, d in zip([c[0] for c in calls], self._get([c[1] for c in calls])):
+            out[rows] = tensors_from_bytes(d)["d"]
+        return out
+
+    def close(self) -> None:
+        for s in self.shards:
+            ray().kill(s)
+        self.shards = []
+
+
+def _split(items: list[int], parts: int) -> list[list[int]]:
+    """``items`` in ``parts`` contiguous groups of near-equal length."""
+    q, r = divmod(len(items), parts)
+    out, start = [], 0
+    for p in range(parts):
+        end = start + q + (1 if p < r else 0)
+        out.append(items[start:end])
+        start = end
+    return out
