@@ -56,14 +56,23 @@ def _call(target: str, args: argparse.Namespace) -> int:
 
 
 def _list_methods() -> int:
+    """Each registered detector: its name, what it reads and needs, then the first paragraph of its docstring,
+    wrapped to the terminal (never cut)."""
+    import shutil
+    import textwrap
+
     from .detectors import available_detectors, get_detector
 
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
     for name in available_detectors():
         cls = get_detector(name)
         needs = [k for k, flag in (("labels", cls.needs_labels), ("head", cls.needs_head), ("model", cls.needs_model)) if flag]
         feats = ", ".join(cls().required_features())
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:24s} reads: {feats:28s} needs: {', '.join(needs) or '-':18s} {doc}")
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
+        para = " ".join(doc.split("\n\n", 1)[0].split())
+        print(f"{name}  (reads: {feats or '-'}; needs: {', '.join(needs) or '-'})")
+        print(textwrap.fill(para or "(no description)", width, initial_indent="    ", subsequent_indent="    ",
+                            break_on_hyphens=False))
     return 0
 
 

@@ -113,3 +113,18 @@ def test_markdown_from_the_same_builder(tmp_path):
     assert "> careful" in md and "- seed: 1" in md and "<img" not in md
     html_path = rep.write(tmp_path / "r.html", markdown=tmp_path / "r.md")
     assert (tmp_path / "r.md").read_text() == md and html_path.read_text().count("<img") == 1
+
+
+def test_methods_listing_wraps_instead_of_cutting(capsys, monkeypatch):
+    import sys
+
+    from oodlens.cli import main
+    from oodlens.detectors import get_detector
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    cls = get_detector("energy")
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__).strip().split("\n\n")[0]
+    assert " ".join(doc.split()) in " ".join(out.split())  # the whole first paragraph, wrapped
