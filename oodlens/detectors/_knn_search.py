@@ -257,6 +257,32 @@ def half_kth(query: torch.Tensor, bank: torch.Tensor, prepared: HalfBank, k: int
     return vals, idx, int(failed.numel())
 
 
+def tie_safe_kth_distance(z: torch.Tensor, bank: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int
+                          ) -> torch.Tensor:
+    """k-th neighbour distance from the top-K search (``vals``/``idx`` (N, K ≥ k), products sorted descending) that
+    does not depend on bank order. Products carry a float32 error of at most γ_D = D·2⁻²⁴ each, so which of several
+    rows whose products lie within 2γ_D of the k-th one ranks k-th can depend on where they sit in the bank. Those
+    candidates (the window) get their exact distances (each a function of the row and the bank vector only), and the
+    k-th distance is the (k − a)-th smallest of them, with a the candidates surely above the window; rows without a
+    near-tie keep :func:`kth_distance` of the k-th candidate."""
+    gamma = z.shape[1] * 2.0 ** -24
+    out = kth_distance(z, bank, idx[:, k - 1])
+    s_k = vals[:, k - 1:k]
+    window = (vals - s_k).abs() <= 2 * gamma
+    rows = (window.sum(1) > 1).nonzero().flatten()
+    if rows.numel() == 0:
+        return out
+    window, v = window[rows], vals[rows]
+    above = (v > s_k[rows] + 2 * gamma).sum(1)  # surely closer than every window candidate
+    r, c = window.nonzero(as_tuple=True)
+    q = F.normalize(z[rows[r]], dim=1)
+    d = torch.full(window.shape, float("inf"), dtype=out.dtype, device=out.device)
+    d[r, c] = torch.linalg.vector_norm(q - bank[idx[rows[r], c]], dim=1)
+    pos = (k - 1 - above).clamp(0, window.shape[1] - 1)
+    out[rows] = d.sort(1).values.gather(1, pos[:, None]).squeeze(1)
+    return out
+
+
 def kth_distance(z: torch.Tensor, bank: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
     """‖ẑ_i − bank[kth_i]‖ per row with ẑ = z/‖z‖, computed directly (no cancellation in 2 − 2cos), in row blocks
     of 2²⁰ numbers so that no second copy of the queries is made."""

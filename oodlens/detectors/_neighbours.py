@@ -27,12 +27,29 @@ def block_shape(n_query: int, n_bank: int, budget: int = DEFAULT_BUDGET, extra_c
     return rows, cols
 
 
+#: rows whose largest |value| lies outside [1/SAFE_SCALE, SAFE_SCALE] are rescaled before a norm is taken
+SAFE_SCALE = 1e15
+
+
+def rescale_rows(z: torch.Tensor) -> torch.Tensor:
+    """``z`` (N, D) with every row divided by its largest |value| when some row's largest |value| lies outside
+    [1e-15, 1e15] (else ``z`` itself, no copy). A positive factor per row leaves each row's direction unchanged,
+    while squared norms of rows ~1e30 overflow float32 (every unit vector becomes 0) and of rows ~1e-30 underflow
+    (the 1e-12 norm clamp of ``F.normalize`` then scrambles the ranking)."""
+    if z.numel() == 0:
+        return z
+    a = torch.linalg.vector_norm(z, ord=float("inf"), dim=1, keepdim=True)
+    if bool(((a > SAFE_SCALE) | ((a < 1 / SAFE_SCALE) & (a > 0))).any()):
+        z = z / torch.where(a > 0, a, torch.ones_like(a))
+    return z
+
+
 def l2_normalise(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Rows divided by their Euclidean norm. ``eps > 0``: ``z / sqrt(|z|² + eps)`` (as the Relation reference);
     ``eps = 0``: ``F.normalize`` (norm clamped at 1e-12, as the NNGuide reference)."""
     if eps > 0:
         return z / torch.sqrt((z * z).sum(1, keepdim=True) + eps)
-    return F.normalize(z, dim=1)
+    return F.normalize(rescale_rows(z), dim=1)
 
 
 def topk_inner(query: torch.Tensor, bank: torch.Tensor, k: int, budget: int = DEFAULT_BUDGET) -> torch.Tensor:

@@ -57,7 +57,11 @@ import torch.nn.functional as F
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._knn_search import HalfBank, exact_topk, half_kth, half_topk, kth_distance
+from ._knn_search import HalfBank, exact_topk, half_kth, half_topk, kth_distance, tie_safe_kth_distance
+from ._neighbours import rescale_rows
+
+#: neighbours searched beyond the k-th, so that near-tied products at the boundary are all re-ranked exactly
+_TIE_MARGIN = 8
 from .base import Detector
 
 def _faiss():
@@ -111,7 +115,7 @@ class KNN(Detector):
 
     def _fit(self, train, labels, head, model) -> None:
         self._check_params()
-        bank = F.normalize(as_float(train[self.features]).float(), dim=1)
+        bank = F.normalize(rescale_rows(as_float(train[self.features])).float(), dim=1)
         n = bank.shape[0]
         if self.sample_ratio < 1:
             keep = max(1, int(n * self.sample_ratio))
@@ -138,7 +142,7 @@ class KNN(Detector):
         """(similarities, bank indices) of the k nearest training features, (N, k) each, best first."""
         x = self._check_features(x, "features to score")
         self._move_state(x[self.features].device)
-        q = F.normalize(as_float(x[self.features]).float(), dim=1)
+        q = F.normalize(rescale_rows(as_float(x[self.features])).float(), dim=1)
         return self._search(q)
 
     def _search(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,13 +173,19 @@ class KNN(Detector):
         return index
 
     def _score(self, x) -> torch.Tensor:
-        z = as_float(x[self.features]).float()
+        self._check_params()
+        if self.k > self.bank_.shape[0]:
+            raise OODLensError(f"KNN k={self.k} but the training bank holds {self.bank_.shape[0]} vectors")
+        z = rescale_rows(as_float(x[self.features])).float()  # norms that cannot overflow or underflow
         if self.search == "half":  # only the k-th neighbour is needed: fewer exact products
             _, kth, self.last_fallbacks = half_kth(F.normalize(z, dim=1), self.bank_,
                                                    self._prepared_half(z.device), self.k,
                                                    math.ceil(self.candidates * self.k))
         elif self._use_faiss(z.device):
             kth = self._search(F.normalize(z, dim=1))[1][:, self.k - 1]
-        else:  # queries normalised block by block: no normalised copy of the whole input
-            kth = exact_topk(z, self.bank_, self.k, normalise=True)[1][:, self.k - 1]
+        else:  # queries normalised block by block: no normalised copy of the whole input; a few neighbours past
+            # the k-th are kept so that the k-th distance does not depend on bank order among near-tied products
+            extra = min(_TIE_MARGIN, self.bank_.shape[0] - self.k)
+            vals, idx = exact_topk(z, self.bank_, self.k + extra, normalise=True)
+            return tie_safe_kth_distance(z, self.bank_, vals, idx, self.k)
         return kth_distance(z, self.bank_, kth)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .._checks import as_float
 from ..errors import OODLensError
 from ._gaussian import class_means
+from ._neighbours import rescale_rows
 from .base import Detector
 
 _METRICS = ("inner_product", "cosine", "euclidean")
@@ -80,6 +81,6 @@ class SHE(Detector):
         patterns = self.patterns_.to(z.dtype)[as_float(x[self.logits]).argmax(1)]
         if self.metric == "inner_product":
             return -(z * patterns).sum(1)
-        if self.metric == "cosine":
-            return -F.cosine_similarity(z, patterns, dim=1)
+        if self.metric == "cosine":  # rows rescaled first: norms of ~1e30 or ~1e-30 features neither over- nor underflow
+            return -F.cosine_similarity(rescale_rows(z), rescale_rows(patterns), dim=1)
         return (z - patterns).norm(dim=1)
