@@ -29,11 +29,20 @@ def init_local(num_cpus: int = 2, **kwargs) -> None:
     r.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **kwargs)
 
 
-def actor_pool(size: int):
-    """A Ray Data actor pool of ``size`` actors (``compute=`` of ``map_batches``)."""
+def _workers(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise OODLensError(f"number of workers must be a positive integer, got {size!r}")
-    return ray().data.ActorPoolStrategy(size=size)
+    return size
+
+
+def actor_pool(size: int):
+    """A Ray Data actor pool of ``size`` actors (``compute=`` of ``map_batches``)."""
+    return ray().data.ActorPoolStrategy(size=_workers(size))
+
+
+def task_pool(size: int):
+    """At most ``size`` Ray Data tasks at a time (``compute=`` of ``map_batches``)."""
+    return ray().data.TaskPoolStrategy(size=_workers(size))
 
 
 def raise_cause(error: BaseException) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .._checks import as_float, check_finite
 from ..detectors.base import Detector, Head
 from ..detectors._gaussian_stats import GaussianStats, gaussian_stats
 from ..detectors._principal import PrincipalStats, head_origin, principal_stats
@@ -31,7 +32,7 @@ from ..detectors.rmds import RMDS
 from ..detectors.vim import ViM
 from ..errors import OODLensError
 from ._ray import raise_cause, ray
-from .shards import check_widths, read_shard
+from .shards import check_widths, feature_shapes, read_shard
 from .state import detector_bytes, detector_from_bytes, tensors_bytes, tensors_from_bytes
 
 GAUSSIAN = (Mahalanobis, RMDS, GMM)
@@ -43,27 +44,22 @@ def _feature_of(path: str, name: str) -> tuple[torch.Tensor, torch.Tensor | None
     return feats[name], labels
 
 
-def _shard_stats(path: str, name: str, kind: str, per_class: bool, origin: bytes | None) -> tuple[list[int], bytes]:
-    """(per-row shape, statistics bytes) of one shard (runs in a Ray task)."""
+def _shard_stats(path: str, name: str, kind: str, per_class: bool, origin: bytes | None) -> bytes:
+    """The statistics of one shard as safetensors bytes (runs in a Ray task)."""
     z, labels = _feature_of(path, name)
-    shape = list(z.shape[1:])
-    if z.ndim != 2:
-        raise OODLensError(f"shard {path}: feature {name!r} must be (N, D), got shape {tuple(z.shape)}")
-    z = z.float() if not z.is_floating_point() or z.dtype in (torch.float16, torch.bfloat16) else z
+    z = as_float(z, f"feature {name!r} of shard {path}")
+    check_finite(z, f"feature {name!r} of shard {path}")
     if kind == "gaussian":
         if labels is None:
             raise OODLensError(f"shard {path} has no labels (_labels); this detector needs class labels")
-        return shape, tensors_bytes(gaussian_stats(z, labels, per_class=per_class).to_tensors())
-    u = tensors_from_bytes(origin)["origin"]
-    if u.shape[0] != z.shape[1]:  # reported with the shard's name by the width check
-        return shape, b""
-    return shape, tensors_bytes(principal_stats(z, u).to_tensors())
+        return tensors_bytes(gaussian_stats(z, labels, per_class=per_class).to_tensors())
+    return tensors_bytes(principal_stats(z, tensors_from_bytes(origin)["origin"]).to_tensors())
 
 
 def _shard_alpha(path: str, name: str, state: bytes) -> bytes:
     det = detector_from_bytes(state)
     z, _ = _feature_of(path, name)
-    return tensors_bytes({"sums": det.alpha_sums(z.float())})
+    return tensors_bytes({"sums": det.alpha_sums(as_float(z))})
 
 
 def _gather(fn, args_per_shard: list[tuple], retries: int) -> list[Any]:
@@ -95,13 +91,16 @@ def shard_statistics(detector: Detector, paths: Sequence[str | os.PathLike], hea
     else:
         raise OODLensError(f"{type(detector).__name__} has no distributed fit from statistics; supported: "
                            f"{', '.join(c.name for c in (*GAUSSIAN, *PRINCIPAL, ViM))} (KNN: ShardedKNN)")
-    results = _gather(_shard_stats, [(p, name, kind, per_class, origin) for p in paths], retries)
-    check_widths([(p, {name: shape}) for p, (shape, _) in zip(paths, results)])
-    if kind == "principal" and results[0][0][0] != Head.coerce(head).weight.shape[1]:
+    width = check_widths(feature_shapes(paths, name))[name]  # from the headers: a bad shard fails before any task
+    if len(width) != 1:
+        raise OODLensError(f"{type(detector).__name__} needs a 2-D feature (N, D); shards hold per-row shape "
+                           f"{tuple(width)}")
+    if kind == "principal" and width[0] != Head.coerce(head).weight.shape[1]:
         raise OODLensError(f"head weight has shape {tuple(Head.coerce(head).weight.shape)} but the shards' feature "
-                           f"{name!r} has D={results[0][0][0]}")
+                           f"{name!r} has D={width[0]}")
+    results = _gather(_shard_stats, [(p, name, kind, per_class, origin) for p in paths], retries)
     cls = GaussianStats if kind == "gaussian" else PrincipalStats
-    parts = [cls.from_tensors(tensors_from_bytes(b)) for _, b in results]
+    parts = [cls.from_tensors(tensors_from_bytes(b)) for b in results]
     if kind == "gaussian":
         return GaussianStats.merge_all(parts)
     merged = parts[0]

@@ -1,8 +1,8 @@
 """Scoring a Ray Dataset with any fitted detector.
 
 The detector travels once, as the bytes of its saved safetensors file (``state.detector_bytes``: hyper-parameters
-and fitted state, no pickled object); each actor of the pool rebuilds it once and scores its batches with the same
-``Detector.score`` as one process. Rows keep their other columns; a ``score`` column is added.
+and fitted state, no pickled object); each worker process (a Ray Data task worker, or an actor with
+``actors=True``) rebuilds it once and scores its batches with the same ``Detector.score`` as one process. Rows keep their other columns; a ``score`` column is added.
 
     scored = score_dataset(fitted, ds, columns={"features": "features"}, workers=2)
 
@@ -12,6 +12,7 @@ feature has another width than the detector was fitted on raises the detector's 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,12 +21,42 @@ import torch
 from ..detectors.base import Detector
 from ..errors import OODLensError
 from ..features import Features
-from ._ray import actor_pool, raise_cause, ray
+from ._ray import actor_pool, raise_cause, task_pool
 from .state import detector_bytes, detector_from_bytes
 
 
-class _ScoreWorker:
-    """Ray Data actor: rebuilds the detector from its safetensors bytes once, then scores batches."""
+_CACHE: dict[str, Detector] = {}  # per worker process: the detector rebuilt once per state
+
+
+def _detector(state: bytes) -> Detector:
+    key = hashlib.sha256(state).hexdigest()
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = detector_from_bytes(state)
+    return _CACHE[key]
+
+
+def _score_batch(batch: Mapping[str, np.ndarray], detector: Detector, columns: Mapping[str, str],
+                 output: str) -> dict[str, np.ndarray]:
+    missing = [c for c in columns.values() if c not in batch]
+    if missing:
+        raise OODLensError(f"the dataset has no column(s) {missing} (columns: {sorted(batch)})")
+    feats = Features({name: torch.as_tensor(np.stack(batch[col]) if batch[col].dtype == object else batch[col])
+                      for name, col in columns.items()})
+    out = dict(batch)
+    out[output] = detector.score(feats).detach().cpu().numpy()
+    return out
+
+
+def _score_task(batch: Mapping[str, np.ndarray], state: bytes, columns: Mapping[str, str], output: str,
+                crash_marker: str | None) -> dict[str, np.ndarray]:
+    """Ray Data task: the detector is rebuilt once per worker process (cached by the state's hash)."""
+    _maybe_crash(crash_marker)
+    return _score_batch(batch, _detector(state), columns, output)
+
+
+class _ScoreActor:
+    """Ray Data actor: rebuilds the detector once, then scores batches (``actors=True``: e.g. one per GPU)."""
 
     def __init__(self, state: bytes, columns: Mapping[str, str], output: str, crash_marker: str | None = None):
         self.detector = detector_from_bytes(state)
@@ -33,14 +64,7 @@ class _ScoreWorker:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash(self.crash_marker)
-        missing = [c for c in self.columns.values() if c not in batch]
-        if missing:
-            raise OODLensError(f"the dataset has no column(s) {missing} (columns: {sorted(batch)})")
-        feats = Features({name: torch.as_tensor(np.stack(batch[col]) if batch[col].dtype == object else batch[col])
-                          for name, col in self.columns.items()})
-        out = dict(batch)
-        out[self.output] = self.detector.score(feats).detach().cpu().numpy()
-        return out
+        return _score_batch(batch, self.detector, self.columns, self.output)
 
 
 def _maybe_crash(marker: str | None) -> None:
@@ -56,10 +80,13 @@ def _maybe_crash(marker: str | None) -> None:
 
 
 def score_dataset(detector: Detector, ds: Any, columns: Mapping[str, str] | None = None, workers: int = 1,
-                  batch_size: int = 4096, output: str = "score", gpus_per_worker: float = 0.0,
+                  batch_size: int = 4096, output: str = "score", actors: bool = False, gpus_per_worker: float = 0.0,
                   crash_marker: str | None = None) -> Any:
     """A lazy Ray Dataset: ``ds`` with a column ``output`` holding the detector's scores (higher = more OOD).
-    ``crash_marker``: a test hook (see ``_maybe_crash``)."""
+
+    ``workers`` tasks at a time (each worker process rebuilds the detector once from the shipped bytes), or with
+    ``actors=True`` a pool of ``workers`` actors each holding the detector (``gpus_per_worker`` to place them on
+    GPUs). ``crash_marker``: a test hook (see ``_maybe_crash``)."""
     if not isinstance(detector, Detector):
         raise OODLensError(f"detector must be an oodlens Detector, got {type(detector).__name__}")
     if detector.needs_model:
@@ -68,9 +95,12 @@ def score_dataset(detector: Detector, ds: Any, columns: Mapping[str, str] | None
     lacking = [n for n in detector.required_features() if n not in cols]
     if lacking:
         raise OODLensError(f"columns= does not map the detector's feature(s) {lacking} to dataset columns")
-    return ds.map_batches(_ScoreWorker, fn_constructor_args=(detector_bytes(detector), cols, output, crash_marker),
-                          batch_size=batch_size, compute=actor_pool(workers), num_gpus=gpus_per_worker or None,
-                          batch_format="numpy")
+    args = (detector_bytes(detector), cols, output, crash_marker)
+    if actors:
+        return ds.map_batches(_ScoreActor, fn_constructor_args=args, batch_size=batch_size,
+                              compute=actor_pool(workers), num_gpus=gpus_per_worker or None, batch_format="numpy")
+    return ds.map_batches(_score_task, fn_args=args, batch_size=batch_size, compute=task_pool(workers),
+                          num_gpus=gpus_per_worker or None, batch_format="numpy")
 
 
 def collect_scores(scored: Any, output: str = "score", order_by: str | None = "id") -> torch.Tensor:

@@ -27,7 +27,7 @@ from ..errors import OODLensError
 from ..features import Features
 from ..safetensors_io import read_header
 from ._ray import raise_cause, ray
-from .shards import check_widths, read_shard
+from .shards import check_widths, feature_shapes, read_shard
 from .state import tensors_bytes, tensors_from_bytes
 
 
@@ -54,17 +54,6 @@ class _BankShard:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def feature_shapes(paths: Sequence[str], feature: str) -> list[tuple[str, dict[str, list[int]]]]:
-    """(path, {feature: per-row shape}) of every shard, from the headers alone."""
-    out = []
-    for p in paths:
-        header, _ = read_header(p)
-        if feature not in header:
-            raise OODLensError(f"shard {p} has no feature {feature!r}")
-        out.append((p, {feature: list(header[feature]["shape"][1:])}))
-    return out
 
 
 class ShardedKNN:

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import OODLensError
 from ..features import Features
-from ..safetensors_io import load_tensors, save_tensors
+from ..safetensors_io import load_tensors, read_header, save_tensors
 
 IDS, LABELS = "_ids", "_labels"
 
@@ -96,3 +96,14 @@ def load_all(paths: Sequence[str | os.PathLike]) -> tuple[Features, torch.Tensor
     labels = None if any(y is None for _, _, y in parts) else torch.cat([y for _, _, y in parts])
     order = torch.argsort(ids)
     return feats.subset(order), ids[order], None if labels is None else labels[order]
+
+
+def feature_shapes(paths: Sequence[str], feature: str) -> list[tuple[str, dict[str, list[int]]]]:
+    """(path, {feature: per-row shape}) of every shard, from the headers alone."""
+    out = []
+    for p in paths:
+        header, _ = read_header(p)
+        if feature not in header:
+            raise OODLensError(f"shard {p} has no feature {feature!r}")
+        out.append((p, {feature: list(header[feature]["shape"][1:])}))
+    return out
