@@ -22,13 +22,13 @@ Kinetics and far-OOD they use 0.1 / 0.1 / 0.1, ``preset(..., ratio=0.1)``).
 Like the reference, each epoch is evaluated on the validation split and the weights with the best validation
 accuracy are kept (ties go to the later epoch, ``>=``); they are loaded into the model at the end and, with
 ``checkpoint=``, written to a safetensors file (never ``torch.save``/pickle). The run is seeded: batch order
-(``torch.Generator``), dropout (a forked global RNG) and outlier draws (NP-Mix's numpy generator, Feature
+(``torch.Generator``), dropout (a forked global RNG; the epochs run in the shared
+:func:`oodlens.training.loop.fit_epochs`) and outlier draws (NP-Mix's numpy generator, Feature
 Mixing's torch generator) all derive from ``TrainConfig.seed``; the device follows the ``device`` argument.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import OODLensError
+from ..training.loop import fit_epochs
 from .feature_mixing import feature_mixing
 from .losses import DISTANCES, a2d_loss, outlier_discrepancy_loss, outlier_entropy_loss
 from .model import MultimodalClassifier
@@ -223,45 +224,27 @@ class Trainer:
     def fit(self, train: Mapping[str, Any], train_labels: Any, val: Mapping[str, Any], val_labels: Any,
             checkpoint: str | os.PathLike | None = None) -> TrainResult:
         """Train for ``epochs``; keep (and load) the weights with the best validation accuracy."""
-        from tqdm.auto import tqdm
-
         cfg, model = self.cfg, self.model
         x_tr, n = _as_inputs(train, model.modalities, "training data")
         x_va, n_va = _as_inputs(val, model.modalities, "validation data")
         y_tr = _check_labels(train_labels, n, model.num_classes, "training")
         y_va = _check_labels(val_labels, n_va, model.num_classes, "validation")
-        if n < cfg.batch_size:
-            raise OODLensError(f"training data has {n} rows, fewer than one batch ({cfg.batch_size}); batches drop the last partial one")
         if n_va == 0:
             raise OODLensError("validation data is empty")
-        order_gen = torch.Generator().manual_seed(cfg.seed)
-        steps = n // cfg.batch_size  # drop_last=True as in the reference
-        best_acc, best_epoch, best_state = -math.inf, -1, None
-        history: list[dict[str, float]] = []
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(cfg.seed)
-            bar = tqdm(range(cfg.epochs), desc="train", disable=not self.progress, leave=False, unit="epoch")
-            for epoch in bar:
-                perm = torch.randperm(n, generator=order_gen)
-                total, correct = 0.0, 0
-                for s in range(steps):  # batches are gathered where the data live, then moved to the device
-                    idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                    batch = {m: t[idx.to(t.device)].to(self.device, non_blocking=True) for m, t in x_tr.items()}
-                    y = y_tr[idx].to(self.device, non_blocking=True)
-                    terms = self.train_step(batch, y, epoch)
-                    total += float(terms["loss"].detach())
-                    correct += int((terms["fused_logits"].argmax(1) == y).sum())
-                val_acc = self.accuracy(x_va, y_va)
-                history.append({"epoch": epoch, "train_loss": total / steps,
-                                "train_acc": correct / (steps * cfg.batch_size), "val_acc": val_acc})
-                if val_acc >= best_acc:
-                    best_acc, best_epoch = val_acc, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                bar.set_postfix(loss=f"{total / steps:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
-        assert best_state is not None
-        model.load_state_dict(best_state)
-        model.eval()
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, float]:
+            # batches are gathered where the data live, then moved to the device
+            batch = {m: t[idx.to(t.device)].to(self.device, non_blocking=True) for m, t in x_tr.items()}
+            y = y_tr[idx].to(self.device, non_blocking=True)
+            terms = self.train_step(batch, y, epoch)
+            return {"loss": float(terms["loss"].detach()), "count": y.shape[0],
+                    "correct": int((terms["fused_logits"].argmax(1) == y).sum())}
+
+        # the shared seeded loop: batch order, forked global RNG, best-validation weights (drop_last as the reference)
+        res = fit_epochs(model, n, step, lambda: self.accuracy(x_va, y_va), epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, seed=cfg.seed, device=self.device, drop_last=True,
+                         progress=self.progress, desc="train")
+        best_acc, best_epoch, history = res.best_val, res.best_epoch, res.history
         result = TrainResult(best_acc, best_epoch, history, asdict(cfg))
         if checkpoint is not None:
             model.save(checkpoint, {"best_val_acc": best_acc, "best_epoch": best_epoch, "config": asdict(cfg)})

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..detectors.energy import Energy
 from ..errors import OODLensError
+from .base import CrossEntropy, StepContext
 
 #: δ added to the feature and weight norms of the cosine numerator (reference: 0.0001)
 NORM_EPS = 1e-4
@@ -115,3 +116,25 @@ def abet_score(logits: Tensor, dim: int = 1) -> Tensor:
         return rows.new_empty(z.shape[:-1])
     scorer = Energy(temperature=1.0).fit({"logits": rows[:1]})
     return scorer.score({"logits": rows}).reshape(z.shape[:-1])
+
+
+class AbeT(CrossEntropy):
+    """Training-time method: replace the classifier's head by :class:`AbeTHead` and train with cross-entropy on
+    h/T; own score: Energy with T = 1 on the new logits (= :func:`abet_score`)."""
+
+    name = "abet"
+    paper = "LeVine et al., 2024 (arXiv:2401.12129)"
+    score = ("energy", {"temperature": 1.0})
+
+    def __init__(self, eps: float = TEMPERATURE_EPS, norm_eps: float = NORM_EPS):
+        self.eps, self.norm_eps = float(eps), float(norm_eps)
+
+    def setup(self, model: nn.Module, head_name: str, num_classes: int, feature_dim: int) -> None:
+        parent_name, _, leaf = head_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        device = next(model.parameters()).device
+        setattr(parent, leaf, AbeTHead(feature_dim, num_classes, self.eps, self.norm_eps).to(device))
+
+    def loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        ce = abet_loss(ctx.logits, ctx.y)
+        return {"ce": ce, "loss": ce}

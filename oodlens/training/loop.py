@@ -1,0 +1,79 @@
+"""The one seeded epoch loop every trainer in oodlens runs (ordinary classifiers and the multimodal trainer).
+
+Per epoch: a fresh permutation of the N training rows from a ``torch.Generator`` seeded with ``seed``; consecutive
+batches of ``batch_size`` (the last partial batch dropped when ``drop_last``); a caller-supplied ``step(idx, epoch)``
+that trains on those rows and returns running totals; then ``validate()``; the state with the best validation value
+is kept (ties go to the later epoch, ``>=``) and loaded back at the end. Global torch randomness (dropout,
+``torch.randn`` inside losses) runs in a forked RNG seeded with ``seed``, so a run is reproducible and leaves the
+caller's RNG untouched. A tqdm bar shows loss and validation per epoch (``progress=False`` hides it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import OODLensError
+
+#: step(idx, epoch) -> totals for the batch: "loss" (summed per step), and optionally "correct" and "count"
+StepFn = Callable[[torch.Tensor, int], Mapping[str, float]]
+
+
+@dataclass
+class LoopResult:
+    """Best validation value, its epoch (0-based) and one row per epoch (train_loss, train_acc, val_acc)."""
+
+    best_val: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit_epochs(model: nn.Module, n: int, step: StepFn, validate: Callable[[], float], *, epochs: int,
+               batch_size: int, seed: int, device: torch.device | str = "cpu", drop_last: bool = True,
+               progress: bool = True, desc: str = "train", on_epoch_end: Callable[[int], None] | None = None,
+               keep: nn.Module | None = None) -> LoopResult:
+    """Run ``epochs`` epochs of ``step`` over shuffled batches of ``n`` rows; keep and load the best-validation state.
+
+    ``keep`` is the module whose state is kept (default ``model``); ``on_epoch_end(epoch)`` runs after each epoch's
+    steps, before validation (learning-rate schedules)."""
+    from tqdm.auto import tqdm
+
+    if epochs < 1 or batch_size < 1:
+        raise OODLensError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if n < (batch_size if drop_last else 1):
+        raise OODLensError(f"training data has {n} rows, fewer than one batch ({batch_size}); batches drop the last partial one")
+    keep = model if keep is None else keep
+    device = torch.device(device)
+    order_gen = torch.Generator().manual_seed(int(seed))
+    steps = n // batch_size if drop_last else math.ceil(n / batch_size)
+    best_val, best_epoch, best_state = -math.inf, -1, None
+    history: list[dict[str, float]] = []
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, unit="epoch")
+        for epoch in bar:
+            perm = torch.randperm(n, generator=order_gen)
+            total, correct, count = 0.0, 0, 0
+            for s in range(steps):
+                out = step(perm[s * batch_size:(s + 1) * batch_size], epoch)
+                total += float(out["loss"])
+                correct += int(out.get("correct", 0))
+                count += int(out.get("count", 0))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            val = float(validate())
+            history.append({"epoch": epoch, "train_loss": total / steps, "train_acc": correct / max(count, 1),
+                            "val_acc": val})
+            if val >= best_val:
+                best_val, best_epoch = val, epoch
+                best_state = {k: v.detach().clone() for k, v in keep.state_dict().items()}
+            bar.set_postfix(loss=f"{total / steps:.3f}", val=f"{val:.3f}", best=f"{best_val:.3f}")
+    assert best_state is not None
+    keep.load_state_dict(best_state)
+    model.eval()
+    return LoopResult(best_val, best_epoch, history)
