@@ -45,6 +45,24 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
     bench.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    ext = sub.add_parser("extract", help="run a pretrained model over data on disk and write a features file",
+                         description="Run a model over a folder of images (class sub-folders give labels), a text file "
+                                     "(one input per line) or a feature file, and write a safetensors features file "
+                                     "that 'oodlens bench' reads. Offline: give local weights; set HF_HUB_OFFLINE=1.")
+    ext.add_argument("model", help="minilm | mobilenet_v2 | st:<folder> | hf:<folder> | torchvision:<name> | "
+                                   "timm:<name> | open_clip:<arch> | a local model folder | module:function "
+                                   "| '-' (feature files only: convert)")
+    ext.add_argument("data", help="folder of images, .txt file of lines, or .safetensors / .npy / .npz features")
+    ext.add_argument("-o", "--out", required=True, help="the features file to write (.safetensors)")
+    ext.add_argument("--weights", default=None, help="local weights file for torchvision / timm / open_clip / "
+                                                     "module:function models")
+    ext.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cpu)")
+    ext.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (default 32)")
+    ext.add_argument("--save-head", default=None, help="also write the classifier's last linear layer (weight, bias)"
+                                                       " here, for 'head = ...' in a bench config")
+    ext.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ext.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     methods = sub.add_parser("methods", help="list the registered detectors and what each needs")
     methods.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -76,6 +94,14 @@ def _list_methods() -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from .encoders.files import extract_to_file
+
+    print(extract_to_file(args.model, args.data, args.out, weights=args.weights, device=args.device,
+                          batch_size=args.batch_size, progress=not args.no_progress, save_head=args.save_head))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -90,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _call(demo_entry(args.name), args)
         if args.command == "bench":
             return _call("oodlens.bench.config:run_config", args)
+        if args.command == "extract":
+            return _extract(args)
         if args.command == "methods":
             return _list_methods()
     except (OODLensError, FileNotFoundError) as e:

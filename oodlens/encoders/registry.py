@@ -50,15 +50,14 @@ def resolve_encoder(spec: str, weights: str | os.PathLike | None = None,
     if spec == "minilm":
         return "text", lambda x, **kw: text.sentence_transformer("packaged-minilm", x, device=device, **kw)
     if spec == "mobilenet_v2":
-        net = mobilenet_v2(weights or "packaged")
-        return "images", lambda x, **kw: vision.classifier_features(net, x, device=device, **kw)
+        return _classifier(mobilenet_v2(weights or "packaged"), device)
     if kind == "st" and rest:
         return "text", lambda x, **kw: text.sentence_transformer(rest, x, device=device, **kw)
     if kind in ("hf", "hf-cls") and rest:
         pooling = "cls" if kind == "hf-cls" else "mean"
         return "text", lambda x, **kw: text.hf_text(rest, x, pooling=pooling, device=device, **kw)
     if kind == "torchvision" and rest:
-        return "images", lambda x, **kw: vision.torchvision_model(rest, x, weights=weights, device=device, **kw)
+        return _classifier(vision.load_torchvision(rest, weights), device)
     if kind == "timm" and rest:
         return "images", lambda x, **kw: vision.timm_model(rest, x, weights=weights, device=device, **kw)
     if kind == "open_clip" and rest:
@@ -74,7 +73,7 @@ def resolve_encoder(spec: str, weights: str | os.PathLike | None = None,
                 raise OODLensError(f"{spec}() returned {type(net).__name__}, not an nn.Module")
             if weights is not None:
                 load_weights(net, weights)
-            return "images", lambda x, **kw: vision.classifier_features(net, x, device=device, **kw)
+            return _classifier(net, device)
         return "any", lambda x, **kw: _as_features(fn(x), spec)
     if os.path.isdir(spec):
         if os.path.exists(os.path.join(spec, "modules.json")):
@@ -82,6 +81,17 @@ def resolve_encoder(spec: str, weights: str | os.PathLike | None = None,
         return resolve_encoder("hf:" + spec, weights, device)
     names = ", ".join(k + ("..." if k.endswith(":") else "") for k in ENCODERS)
     raise OODLensError(f"unknown encoder {spec!r}: use one of {names}, a local model folder, or module:function")
+
+
+def _classifier(net: nn.Module, device: str | torch.device | None) -> tuple[str, Callable[..., Features]]:
+    """An image classifier's encoder function, with its last linear layer as ``.head``."""
+    from .vision import classifier_features, last_linear
+
+    def fn(x: Any, **kw: Any) -> Features:
+        return classifier_features(net, x, device=device, **kw)
+
+    fn.head = last_linear(net)  # type: ignore[attr-defined]
+    return "images", fn
 
 
 def _as_features(out: Any, spec: str) -> Features:

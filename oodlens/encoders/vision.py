@@ -56,17 +56,20 @@ def classifier_features(model: nn.Module, images: Any, transform: Callable[[Any]
         handle.remove()
 
 
-def torchvision_model(name: str, images: Any, weights: str | os.PathLike | None = None, **kwargs: Any) -> Features:
-    """A torchvision classification model by name (``resnet50``, ``vit_b_16``, ...) with weights from a local
-    checkpoint (``torch.load(weights_only=True)``; torchvision's weight URLs are not contacted)."""
+def load_torchvision(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """``torchvision.models.get_model(name)`` with weights from a local checkpoint (``torch.load(weights_only=True)``,
+    every key checked; torchvision's weight URLs are not contacted)."""
     tv = require("torchvision")
     try:
         net = tv.models.get_model(name, weights=None)
     except (ValueError, KeyError) as e:
         raise OODLensError(f"torchvision has no model {name!r}: {e}") from None
-    if weights is not None:
-        load_weights(net, weights)
-    return classifier_features(net, images, **kwargs)
+    return load_weights(net, weights) if weights is not None else net.eval()
+
+
+def torchvision_model(name: str, images: Any, weights: str | os.PathLike | None = None, **kwargs: Any) -> Features:
+    """A torchvision classification model by name (``resnet50``, ``vit_b_16``, ...), weights from a local file."""
+    return classifier_features(load_torchvision(name, weights), images, **kwargs)
 
 
 def load_timm(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
