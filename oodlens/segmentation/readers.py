@@ -57,7 +57,7 @@ def _read_png(path: Path, what: str) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im)
+            return np.array(im)  # a writable copy
     except Exception as e:
         raise OODLensError(f"cannot read {what} {path}: {e}") from e
 
