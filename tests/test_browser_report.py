@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from oodlens import Features
-from oodlens.bench import Benchmark, TestSet, run_benchmark
 from oodlens.bench.report import build_report
+from test_html_report_bench import small_result
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -47,36 +45,11 @@ def _run(browser, args, user_dir, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def _features(n, shift, seed, centers):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, centers.shape[0], (n,), generator=g)
-    z = centers[y] + torch.randn(n, centers.shape[1], generator=g) + shift
-    return Features(features=z, logits=z @ centers.T / 3), y
-
-
-def _result():
-    g = torch.Generator().manual_seed(0)
-    centers = torch.randn(4, 8, generator=g) * 3
-    tr, ytr = _features(300, 0.0, 1, centers)
-    va, yva = _features(150, 0.0, 2, centers)
-    te, yte = _features(150, 0.0, 3, centers)
-    vood, _ = _features(100, 4.0, 4, centers)
-    sets = [TestSet("near", _features(120, 1.5, 5, centers)[0], "near"),
-            TestSet("far", _features(120, 6.0, 6, centers)[0], "far"),
-            TestSet("inverted", Features(features=torch.zeros(80, 8), logits=10 * torch.eye(4)[torch.arange(80) % 4]),
-                    "far")]
-    for sev in (1, 2, 3):
-        f, y = _features(100, 0.7 * sev, 10 + sev, centers)
-        sets.append(TestSet(f"drift-{sev}", f, "covariate", y, "drift", sev))
-    bench = Benchmark("browser check", tr, ytr, va, yva, te, yte, sets, val_ood=vood)
-    return run_benchmark(bench, ["msp", "energy", "mahalanobis", "knn"], progress=False)
-
-
 @pytest.mark.skipif(_browser() is None, reason="no Chromium/Chrome on PATH: install the Debian package 'chromium' "
                                                "(.ci/run does) to render the report in a real browser")
 def test_report_renders_in_headless_chromium(tmp_path):
     browser = _browser()
-    result = _result()
+    result = small_result()
     rep = build_report(result, settings={"seed": 0}, calibration=True)
     page = tmp_path / "report.html"
     rep.write(page)

@@ -177,6 +177,9 @@ def _overview(rep: HtmlReport, result: BenchmarkResult, rank_by: str) -> None:
 
 def _main_tables(rep: HtmlReport, result: BenchmarkResult, metrics: Sequence[str], order: list[str]) -> None:
     rep.section("Main results")
+    if not result.detectors:
+        rep.callout("No detector ran on this benchmark: the reasons are listed under Run settings.")
+        return
     low = below_chance(result)
     for metric in metrics:
         table = summary(result, metric, overall=True).reindex(order)
