@@ -128,3 +128,19 @@ def test_methods_listing_wraps_instead_of_cutting(capsys, monkeypatch):
     cls = get_detector("energy")
     doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__).strip().split("\n\n")[0]
     assert " ".join(doc.split()) in " ".join(out.split())  # the whole first paragraph, wrapped
+
+
+def test_from_markdown_reads_a_demo_text():
+    text = ("## run A\n\nIntro line\nmore.\n\n### Results\n\n**AUROC ↑**\n\n| detector | near | far |\n|:--|--:|--:|\n"
+            "| msp | 90.1 | **95.0** |\n| knn | 12.5 † | 80.0 ± 1.2 |\n\n- one\n- two\n\n> careful\n\n```\ncode <x>\n```\n")
+    rep = HtmlReport.from_markdown(text)
+    assert rep.title == "run A" and rep.section_names == ["Results"]
+    page = rep.to_html()
+    assert "<caption>AUROC ↑</caption>" in page
+    assert "<td class='best'><strong>95.0</strong></td>" in page
+    assert "<td class='flag'>12.5 †</td>" in page and "<td>80.0 ± 1.2</td>" in page
+    assert "<td class='text'>msp</td>" in page and "<ul><li>one</li><li>two</li></ul>" in page
+    assert "class='callout'" in page and "<pre><code>code &lt;x&gt;</code></pre>" in page
+    assert "<p>Intro line more.</p>" in page
+    with_title = HtmlReport.from_markdown("# T\n\n## A\n\nx\n\n## B\n\ny")
+    assert with_title.title == "T" and with_title.section_names == ["A", "B"]

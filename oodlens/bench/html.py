@@ -12,6 +12,7 @@ How to use it (any demo or script)::
     rep.text("A paragraph.\\n\\nAnother one; lines starting '- ' become a list.")
     rep.settings({"seed": 0, "oodlens": "0.1.0"})                   # a definition list
     rep.section("Detection", df_boxes, fig_boxes)                   # or all at once: str / DataFrame / Figure
+    rep = HtmlReport.from_markdown(markdown_text)                   # or from the Markdown a demo prints already
     path = rep.write("out/report.html", markdown="out/report.md")   # folders created; Markdown optional
 
 Each ``section`` starts a new ``<section id=...>`` listed in the table of contents; ``table``, ``figure``,
@@ -48,6 +49,8 @@ h2 { font-size: 20px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1
 h3 { font-size: 16px; margin: 22px 0 8px; }
 p { margin: 8px 0; max-width: 92ch; }
 ul { margin: 6px 0 10px 22px; padding: 0; max-width: 92ch; }
+pre { background: var(--head); padding: 8px 12px; border-radius: 4px; overflow-x: auto; }
+pre code { padding: 0; background: none; }
 code { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--head);
        padding: 1px 4px; border-radius: 3px; }
 nav.toc { background: var(--head); border: 1px solid var(--line); border-radius: 6px; padding: 10px 16px;
@@ -154,14 +157,16 @@ def figure_html(fig: Any, caption: str | None = None, alt: str | None = None, fm
 def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str] | None = None,
                percent: bool = False, digits: int = 1, warn_rows: Iterable[Any] = (),
                mean_rows: Iterable[Any] = (), index: bool = True, index_name: str | None = None,
-               flag_cells: Iterable[tuple[Any, Any]] = ()) -> str:
+               flag_cells: Iterable[tuple[Any, Any]] = (), markup: bool = False) -> str:
     """A DataFrame as an HTML table. Numbers get one format (×100 when ``percent``, ``digits`` decimals).
     ``best``: ``"max"`` / ``"min"`` for every numeric column, or ``{column: "max"|"min"}``; the best value of each
     such column (over rows not in ``mean_rows``) is marked (bold, tinted, ``class="best"``). ``warn_rows``: index
     labels shaded as a warning; ``flag_cells``: (row, column) pairs shaded (``class="flag"``, e.g. below chance);
-    ``mean_rows``: summary rows set apart (never marked best)."""
+    ``mean_rows``: summary rows set apart (never marked best). ``markup``: text cells are Markdown (``**95.0**``
+    marks a best value) and number-like text (``95.3 ± 0.4``) is right-aligned — for tables read from Markdown."""
     import pandas as pd
 
+    from .reports.markdown_blocks import looks_numeric
     from .reports.tables import best_cells, cell_text
 
     if not isinstance(df, pd.DataFrame):
@@ -169,7 +174,12 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
     warn, means, flags = set(warn_rows), set(mean_rows), set(flag_cells)
     marked = best_cells(df, best, means, percent, digits)
     names = [index_name if index_name is not None else (df.index.name or "")] if index else []
-    texty = [not any(cell_text(v, percent, digits)[1] for v in df[c].tolist()) for c in df.columns]
+    def numeric_cell(v: Any) -> bool:
+        text, numeric = cell_text(v, percent, digits)
+        return numeric or (markup and looks_numeric(text))
+
+    texty = [not any(numeric_cell(v) for v in df[c].tolist() if str(v).strip() not in ("", "–", "-"))
+             for c in df.columns]
     head = "".join(f"<th scope='col'{' class=' + chr(39) + 'text' + chr(39) if t else ''}>{_html.escape(str(n))}</th>"
                    for n, t in zip([*names, *df.columns], [False] * len(names) + texty))
     rows = []
@@ -178,14 +188,14 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
         cells = [f"<th scope='row'>{_html.escape(str(key))}</th>"] if index else []
         for c, v in zip(df.columns, row.tolist()):
             text, numeric = cell_text(v, percent, digits)
-            classes = [] if numeric else ["text"]
-            if (key, c) in flags:
+            classes = [] if numeric_cell(v) else ["text"]
+            if (key, c) in flags or (markup and text.rstrip().endswith("†")):
                 classes.append("flag")
-            if i in marked.get(c, ()):
+            if i in marked.get(c, ()) or (markup and text.strip().startswith("**") and text.strip().endswith("**")):
                 classes.append("best")
-                text = f"<strong>{_html.escape(text)}</strong>"
+                text = f"<strong>{_html.escape(text.strip().strip('*'))}</strong>"
             else:
-                text = _html.escape(text)
+                text = _inline(text) if markup else _html.escape(text)
             attr = f" class='{' '.join(classes)}'" if classes else ""
             cells.append(f"<td{attr}>{text}</td>")
         rows.append(f"<tr{f' class={chr(39)}{cls}{chr(39)}' if cls else ''}>{''.join(cells)}</tr>")
@@ -206,6 +216,26 @@ class HtmlReport:
         self._sections: list[tuple[str, str, list[tuple[str, Any]]]] = []  # (id, name, items)
         self._intro: list[tuple[str, Any]] = []
         self._ids: set[str] = set()
+
+    @classmethod
+    def from_markdown(cls, text: str, title: str | None = None, subtitle: str | None = None) -> "HtmlReport":
+        """A report from Markdown a demo already prints (``#`` title, ``##`` sections, pipe tables with
+        ``**best**`` cells, lists, ``>`` call-outs); add figures or sections to it before :meth:`write`."""
+        from .reports.markdown_blocks import parse_markdown
+
+        found, blocks = parse_markdown(text)
+        rep = cls(title or found or "oodlens report", subtitle)
+        for kind, payload in blocks:
+            if kind == "section":
+                rep.section(payload)
+            elif kind == "table":
+                df, caption = payload
+                rep.table(df, caption, index=False, markup=True)
+            elif kind == "code":
+                rep.raw(f"<pre><code>{_html.escape(payload)}</code></pre>")
+            else:
+                getattr(rep, kind)(payload)  # heading / text / callout
+        return rep
 
     # -- structure ------------------------------------------------------------------------------------------------
     def section(self, name: str, *items: Any) -> "HtmlReport":
