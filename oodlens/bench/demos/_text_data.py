@@ -76,15 +76,18 @@ def load_text_splits(seed: int = 0) -> TextSplits:
     s = TextSplits()
     for name in ("train", "val", "test"):
         s.texts[name], s.labels[name] = [], []
+    seen: set[str] = set()
     for k, topic in enumerate(ID_TOPICS):
-        texts = read_topic("english", topic)
+        texts = [t for t in dict.fromkeys(read_topic("english", topic)) if t not in seen]  # no text in two splits
+        seen.update(texts)
         rng.shuffle(texts)
         a = round(FRACTIONS[0] * len(texts))
         b = a + round(FRACTIONS[1] * len(texts))
         for name, part in (("train", texts[:a]), ("val", texts[a:b]), ("test", texts[b:])):
             s.texts[name] += part
             s.labels[name] += [k] * len(part)
-    s.texts["near: held-out topics"] = [t for topic in NEAR_TOPICS for t in read_topic("english", topic)]
+    near = dict.fromkeys(t for topic in NEAR_TOPICS for t in read_topic("english", topic))
+    s.texts["near: held-out topics"] = [t for t in near if t not in seen]
     cov, cov_y = [], []
     for k, topic in enumerate(ID_TOPICS):
         part = read_topic(COVARIATE_LANGUAGE, topic)

@@ -90,7 +90,7 @@ def verdict(df: pd.DataFrame, kinds: dict[str, str]) -> list[str]:
     lines = []
     for kind in ("near", "covariate", "far"):
         cols = [f"AUROC {s}" for s, k in kinds.items() if k == kind]
-        mean = df[cols].mean(1)
+        mean = df[cols].mean(axis=1)
         best = mean.groupby(level="family").agg(["max", "idxmax"]).sort_values("max", ascending=False)
         parts = [f"{fam} {row['max'] * 100:.1f} ({row['idxmax'][1]})" for fam, row in best.iterrows()]
         lines.append(f"{kind}: " + " > ".join(parts))
