@@ -31,9 +31,9 @@ def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
     return -(soft_targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def mixed_targets(y: Tensor, num_classes: int, lam: float) -> Tensor:
+def mixed_targets(y: Tensor, num_classes: int, lam: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """λ · onehot(y) + (1 − λ) / C."""
-    return lam * F.one_hot(y, num_classes).to(torch.float32) + (1.0 - lam) / num_classes
+    return lam * F.one_hot(y, num_classes).to(dtype) + (1.0 - lam) / num_classes
 
 
 def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -87,5 +87,5 @@ class MixtureOutlierExposure(CrossEntropy):
         mixed, lam = mix_inputs(ctx.x, x_out, lam, self.mix_op, rng)
         _, mixed_logits = ctx.forward(mixed)
         ce = F.cross_entropy(ctx.logits, ctx.y)
-        mix = soft_cross_entropy(mixed_logits, mixed_targets(ctx.y, self._num_classes, lam).to(mixed_logits.device))
+        mix = soft_cross_entropy(mixed_logits, mixed_targets(ctx.y, self._num_classes, lam, mixed_logits.dtype))
         return {"ce": ce, "mixed": mix, "loss": ce + self.weight * mix}
