@@ -1,5 +1,6 @@
-"""mkdocs hooks: drop navigation entries whose Markdown file does not exist (yet), so that the nav can list pages
-other parts of the project add later while ``mkdocs build --strict`` keeps passing. Not part of the site."""
+"""mkdocs hooks: drop navigation entries whose Markdown file does not exist (yet) and add top-level pages the nav
+does not list, so that pages other parts of the project add appear while ``mkdocs build --strict`` keeps passing;
+strip Sphinx roles from rendered docstrings. Not part of the site."""
 
 from __future__ import annotations
 
@@ -28,9 +29,38 @@ def _keep(entry: Any, docs: Path) -> Any:
     return entry
 
 
+def _listed(entry: Any) -> set[str]:
+    if isinstance(entry, str):
+        return {entry}
+    if isinstance(entry, dict):
+        return set().union(*(_listed(v) for v in entry.values())) if entry else set()
+    if isinstance(entry, list):
+        return set().union(*(_listed(v) for v in entry)) if entry else set()
+    return set()
+
+
+def _title(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.stem.replace("_", " ").capitalize()
+
+
 def on_config(config: Any, **_: Any) -> Any:
-    if config.get("nav"):
-        config["nav"] = _keep(config["nav"], Path(config["docs_dir"]))
+    """Drop entries whose file is missing; add top-level pages that the nav does not list yet to "Guides"."""
+    nav = config.get("nav")
+    if not nav:
+        return config
+    docs = Path(config["docs_dir"])
+    nav = _keep(nav, docs)
+    extra = sorted(p for p in docs.glob("*.md") if p.name not in _listed(nav) and not p.name.startswith("_"))
+    if extra:
+        guides = next((e for e in nav if isinstance(e, dict) and "Guides" in e), None)
+        if guides is None:
+            guides = {"Guides": []}
+            nav.insert(1, guides)
+        guides["Guides"] += [{_title(p): p.name} for p in extra]
+    config["nav"] = nav
     return config
 
 
