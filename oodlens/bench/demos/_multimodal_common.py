@@ -72,6 +72,8 @@ def modality_rows(bench: Benchmark, detectors: Sequence[str], heads: dict[str, A
                    FPR: m[FPR], "attributed": float("nan")}
             failed = test_name.split(" ", 1)[0]
             if bench.kinds[test_name] == "sensor" and failed in bench.modalities:
-                row["attributed"] = mw.calibration_.attribute(scores).share()[failed]
+                share = mw.calibration_.attribute(scores).share()
+                row["attributed"] = share[failed]
+                row.update({f"share {m}": v for m, v in share.items()})
             rows.append(row)
     return rows

@@ -155,21 +155,32 @@ def render(res: dict[str, Any], seconds: float) -> str:
         "",
         accuracy_table(res),
         "",
-        "## Fused detectors (fused logits / concatenated embeddings)",
+        "## Fused detectors",
+        "",
+        "Each detector on the fused logits / concatenated embeddings; AUROC and FPR95 averaged over the test sets "
+        "of a kind within a seed.",
         "",
         to_markdown(main_table(res)),
         "",
-        "## Prediction discrepancy between sensors (the mechanism A2D is claimed to widen)",
+        "## Prediction discrepancy between sensors",
+        "",
+        "Mean pairwise Hellinger distance between the sensors' softmax predictions: the mechanism A2D is claimed to "
+        "widen (ID predictions agree, OOD ones disagree).",
         "",
         to_markdown(discrepancy_table(res)),
         "",
-        f"## Detector fusion across sensors ({res.get('control', 'baseline')} model; calibrated on ID validation, "
-        "'logistic' learned on validation OOD = patches of another photograph; Δ = paired per-seed difference to "
-        "the same detector on the fused head, 95 % t-interval)",
+        "## Detector fusion across sensors",
+        "",
+        f"Per-sensor detectors on the {res.get('control', 'baseline')} model, calibrated on ID validation; "
+        "'logistic' is learned on validation OOD (patches of another photograph, never a test set). Δ = paired "
+        "per-seed difference to the same detector on the fused head, with its 95 % t-interval.",
         "",
         to_markdown(fusion_table(res, res.get("control", "baseline"))),
         "",
-        "## Verdict: A2D against its control (paired per-seed differences, ×100 for AUROC, 95 % t-intervals)",
+        "## Verdict: A2D against its control",
+        "",
+        "Paired per-seed differences (×100 for AUROC) with 95 % t-intervals; a difference is real only when its "
+        "interval excludes zero.",
         "",
         *[f"- {line}" for line in verdicts(res)],
     ]
@@ -179,8 +190,51 @@ def render(res: dict[str, Any], seconds: float) -> str:
     return "\n".join(parts)
 
 
+def discrepancy_figure(res: dict[str, Any]) -> "Any":
+    """Bars: mean sensor discrepancy on ID test, near-OOD and far-OOD per training variant (± sd over seeds)."""
+    import numpy as np
+
+    from ...plots._figure import colour, new_figure, style
+
+    d = res["discrepancy"].groupby(["training", "set"], sort=False)["discrepancy"]
+    mean, sd = d.mean(), d.std().fillna(0.0)
+    sets = ["ID test", NEAR, FAR]
+    variants = list(dict.fromkeys(res["discrepancy"]["training"]))
+    fig, (ax,) = new_figure(6.4, 3.4)
+    x = np.arange(len(variants))
+    w = 0.8 / len(sets)
+    for j, name in enumerate(sets):
+        ax.bar(x + (j - 1) * w, [mean[(v, name)] for v in variants], w, yerr=[sd[(v, name)] for v in variants],
+               color=colour(j), label=name, capsize=2)
+    ax.set_xticks(x, variants)
+    ax.legend(frameon=False, fontsize=8)
+    style(ax, ylabel="mean pairwise Hellinger", title="Prediction discrepancy between sensors")
+    return fig
+
+
+def attribution_figure(res: dict[str, Any], training: str) -> "Any":
+    """Which sensor the modality-wise Energy blames on each one-sensor failure (mean over seeds)."""
+    from ...plots import modality_attribution
+
+    rows = res["sensor_wise"]
+    rows = rows[(rows["training"] == training) & rows["attributed"].notna()]
+    shares, expected = {}, {}
+    cols = [c for c in rows.columns if c.startswith("share ")]
+    for name, g in rows.groupby("test_set", sort=False):
+        shares[name] = {c[len("share "):]: float(g[c].mean()) for c in cols}
+        expected[name] = name.split(" ", 1)[0]
+    return modality_attribution(shares, title=f"Sensor blamed by max-z attribution ({training})", expected=expected)
+
+
 def write(res: dict[str, Any], text: str, folder: Path) -> None:
+    """Markdown, CSV tables and one self-contained HTML report (tables and figures) in ``folder``."""
+    from ..html import HtmlReport
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "multimodal.md").write_text(text + "\n", encoding="utf-8")
     for key in ("results", "accuracy", "discrepancy", "fusion", "sensor_wise"):
         res[key].to_csv(folder / f"multimodal_{key}.csv", index=False)
+    rep = HtmlReport.from_markdown(text)
+    rep.section("Figures", discrepancy_figure(res), attribution_figure(res, res.get("control", "baseline")))
+    rep.settings({"seeds": list(res["config"]["seeds"]), "epochs": res["config"]["epochs"],
+                  "variants": ", ".join(res["variants"]), "detectors": ", ".join(res["detectors"])})
+    rep.write(folder / "multimodal.html", markdown=folder / "multimodal.md")
