@@ -44,7 +44,7 @@ def test_roc_curves_per_detector_id_scores():
 
 
 def test_score_histograms_densities():
-    s_id = np.arange(100, dtype=float)
+    s_id = np.arange(100, dtype=float) - 50  # spans zero: linear bins
     fig = score_histograms(s_id, {"x": s_id + 50, "y": s_id[::-1]}, bins=10)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["x", "y"]
@@ -135,3 +135,13 @@ def test_score_map_overlay_and_checks():
         score_map(img, scores[:, :5])
     with pytest.raises(OODLensError, match="NaN"):
         roc_curves([0.0, np.nan], {"a": [1.0]})
+
+
+def test_score_histograms_log_bins_for_wide_positive_scores():
+    s_id = np.linspace(1, 5, 200)
+    fig = score_histograms(s_id, {"far": np.linspace(200, 400, 200)}, bins=8)
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    assert ax.get_xscale() == "log"
+    lo, hi = np.quantile(np.r_[s_id, np.linspace(200, 400, 200)], [0.005, 0.995])
+    left = sorted({round(p.get_x(), 9) for p in ax.patches if isinstance(p, Rectangle)})[:8]
+    np.testing.assert_allclose(left, np.geomspace(lo, hi, 9)[:8], rtol=1e-6)

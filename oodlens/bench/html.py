@@ -81,7 +81,7 @@ figure { margin: 12px 0 20px; }
 figure img, figure svg { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 .figrow figure img { width: 100%; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; max-width: 92ch; }
-.figrow { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 14px 18px; }
+.figrow { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 14px 18px; }
 .figrow figure { margin: 0; }
 dl.settings { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; font-size: 14px; }
 dl.settings dt { font-weight: 600; color: var(--muted); }

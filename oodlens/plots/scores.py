@@ -19,8 +19,9 @@ def roc_curves(id_scores: Any, ood_scores: Mapping[str, Any], title: str = "", a
     ood = as_series(ood_scores, "ood_scores")
     ids = ({k: as_array(id_scores[k], f"id_scores[{k!r}]") for k in ood} if isinstance(id_scores, Mapping)
            else dict.fromkeys(ood, as_array(id_scores, "id_scores")))
-    if ax is None:
-        fig, (ax,) = new_figure(4.6, 4.0)
+    own = ax is None
+    if own:
+        fig, (ax,) = new_figure(4.0, 3.6 + 0.22 * len(ood))
     fig = ax.figure
     ax.plot([0, 100], [0, 100], color="#b0b0b0", linestyle=":", linewidth=1, label="chance")
     for i, (name, s) in enumerate(ood.items()):
@@ -31,7 +32,10 @@ def roc_curves(id_scores: Any, ood_scores: Mapping[str, Any], title: str = "", a
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 101)
     style(ax, "ID flagged as OOD (FPR, %)", "OOD flagged (TPR, %)", title)
-    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    if own:  # below the axes: the curves stay visible, whatever their shape
+        ax.legend(fontsize=8.5, loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, ncols=1)
+    else:
+        ax.legend(fontsize=8, loc="lower right", frameon=False)
     return fig
 
 
@@ -39,14 +43,16 @@ def score_histograms(id_scores: Any, ood_scores: Mapping[str, Any], title: str =
                      max_cols: int = 3):
     """One panel per OOD set: the ID score distribution (grey) against that set's (colour), as densities on
     shared bins. The x range covers the 0.5–99.5 % quantiles of all scores so that a few extreme values do not
-    squash the rest. Returns the Figure."""
+    squash the rest; positive scores spanning more than a factor 30 (distances) get log-spaced bins on a log
+    axis. Returns the Figure."""
     ids = as_array(id_scores, "id_scores")
     ood = as_series(ood_scores, "ood_scores")
     allv = np.concatenate([ids, *ood.values()])
     lo, hi = np.quantile(allv, [0.005, 0.995])
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
+    log = lo > 0 and hi / lo > 30  # positive scores over orders of magnitude (distances): log-spaced bins
+    edges = np.geomspace(lo, hi, bins + 1) if log else np.linspace(lo, hi, bins + 1)
     rows, cols = grid_shape(len(ood), max_cols)
     fig, axes = new_figure(3.4 * cols, 2.5 * rows + (0.35 if title else 0), rows, cols)
     for i, (name, s) in enumerate(ood.items()):
@@ -55,7 +61,9 @@ def score_histograms(id_scores: Any, ood_scores: Mapping[str, Any], title: str =
         ax.hist(np.clip(s, lo, hi), bins=edges, density=True, histtype="stepfilled", alpha=0.45,
                 color=colour(i), label=name)
         ax.hist(np.clip(s, lo, hi), bins=edges, density=True, histtype="step", color=colour(i), linewidth=1.2)
-        style(ax, "score (higher = more OOD)", "density" if i % cols == 0 else "", name)
+        if log:
+            ax.set_xscale("log")
+        style(ax, "score (higher = more OOD)" + (", log scale" if log else ""), "density" if i % cols == 0 else "", name)
         ax.legend(fontsize=7.5, frameon=False)
         ax.set_yticks([])
     hide_unused(axes, len(ood))
