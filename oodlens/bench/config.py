@@ -1,4 +1,6 @@
 """``oodlens bench CONFIG``: a benchmark on your own model's features, described by a JSON or TOML file.
+``oodlens bench CONFIG --out DIR`` also writes ``report.md``, a self-contained ``report.html`` (tables and plots)
+and the tidy ``results.csv`` to ``DIR``.
 
 Paths are relative to the config file. Each split names a safetensors file of features (see
 :class:`oodlens.Features`); ``labels`` names the tensor in that file holding class labels (it is taken out of the
