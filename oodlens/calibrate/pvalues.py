@@ -71,6 +71,10 @@ def pvalue_table(n: int, method: str = "marginal", delta: float = 0.1, k: int | 
     non-decreasing in ``m``. ``method``: 'marginal', 'simes' (order ``k``, default ``max(1, n // 2)``) or 'dkw'."""
     if method not in PVALUE_METHODS:
         raise OODLensError(f"unknown p-value method {method!r}; use one of {', '.join(PVALUE_METHODS)}")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise OODLensError(f"the calibration set size n must be an integer, got {n!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+        raise OODLensError(f"Simes order k must be an integer in 1..n, got {k!r}")
     if n < 1:
         raise OODLensError("the calibration set is empty (n = 0)")
     table = _table_cpu(n, method, delta, k)  # tiny: computed on the CPU so every device gets identical values
@@ -141,7 +145,14 @@ def describe_degree(below: Any, n: int, degree: Any | None = None) -> list[str]:
     """Plain-language reading per sample from ``below = #{i : s_i < s}`` (calibration scores strictly less OOD).
 
     E.g. "OOD degree 0.992: more atypical than 99.2 % of 500 in-distribution calibration samples"."""
-    b = as_tensor(below, "counts").reshape(-1).tolist()
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise OODLensError(f"describe_degree: n (calibration set size) must be a positive integer, got {n!r}")
+    counts = as_tensor(below, "counts").reshape(-1)
+    if counts.is_floating_point() and not bool((counts == counts.round()).all()):
+        raise OODLensError("describe_degree: counts must be whole numbers (calibration scores below each score)")
+    if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > n):
+        raise OODLensError(f"describe_degree: counts must lie in 0..n={n}, got {int(counts.min())}..{int(counts.max())}")
+    b = counts.tolist()
     d = [1.0 - (n - int(c) + 1.0) / (n + 1.0) for c in b] if degree is None else \
         as_scores(degree, "degree").reshape(-1).tolist()
     out = []

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import OODLensError
-from .._checks import as_scores
+from .._checks import as_scores, as_tensor
 
 SCREENING_METHODS = ("bh", "storey")
 
@@ -93,11 +93,23 @@ def screen(pvalues: Any, alpha: float = 0.1, method: str = "bh", lam: float = 0.
     raise OODLensError(f"unknown screening method {method!r}; use one of {', '.join(SCREENING_METHODS)}")
 
 
+def _mask(x: Any, name: str) -> torch.Tensor:
+    """A boolean tensor from booleans or 0/1 values (anything else is refused)."""
+    t = as_tensor(x, name)
+    if t.dtype != torch.bool:
+        if t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
+            raise OODLensError(f"{name} must be boolean (or 0/1)")
+        t = t != 0
+    return t
+
+
 def false_discovery_proportion(rejected: Any, is_ood: Any) -> torch.Tensor | float:
     """#(flagged ID) / max(#flagged, 1), per batch (last dimension)."""
-    r = torch.as_tensor(rejected, dtype=torch.bool)
-    o = torch.as_tensor(is_ood, dtype=torch.bool, device=r.device)
+    r, o = _mask(rejected, "rejected"), _mask(is_ood, "is_ood").to(_mask(rejected, "rejected").device)
     if o.shape != r.shape:
-        o = o.expand_as(r)
+        try:
+            o = o.expand_as(r)
+        except RuntimeError:
+            raise OODLensError(f"is_ood {tuple(o.shape)} does not match rejected {tuple(r.shape)}") from None
     fdp = (r & ~o).sum(-1).double() / r.sum(-1).clamp_min(1).double()
     return float(fdp) if fdp.ndim == 0 else fdp

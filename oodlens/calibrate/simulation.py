@@ -15,8 +15,11 @@ distribution. Each function returns plain figures; ``benchmarks/calibration_simu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from ..errors import OODLensError
 
 from .pvalues import count_at_least, pvalue_table
 from .screening import false_discovery_proportion, screen
@@ -31,11 +34,19 @@ def _sorted_uniform(reps: int, n: int, g: torch.Generator) -> torch.Tensor:
     return torch.rand(reps, n, generator=g, dtype=torch.float64).sort(1).values
 
 
+def _positive_ints(**values: Any) -> None:
+    """Raise naming the first argument that is not a positive integer (sizes and repetition counts)."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OODLensError(f"{name} must be a positive integer, got {v!r}")
+
+
 def simulate_validity(n: int = 100, m: int = 50, reps: int = 2000, ts: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2),
                       methods: tuple[str, ...] = ("marginal", "simes", "dkw"), delta: float = 0.1,
                       seed: int = 0) -> dict:
     """``P(p ≤ t)`` over reps × m ID test points, with a Monte-Carlo standard error from the spread across reps
     (test points of one rep share the calibration set, so they are not independent)."""
+    _positive_ints(n=n, m=m, reps=reps)
     g = _gen(seed)
     cal = _sorted_uniform(reps, n, g)
     test = torch.rand(reps, m, generator=g, dtype=torch.float64)
@@ -53,6 +64,7 @@ def simulate_validity(n: int = 100, m: int = 50, reps: int = 2000, ts: tuple[flo
 def simulate_fdr(n: int = 200, m: int = 100, ood_fraction: float = 0.2, shift: float = 2.5, reps: int = 500,
                  alphas: tuple[float, ...] = (0.05, 0.1, 0.2), seed: int = 0) -> dict:
     """BH and Storey-BH on marginal conformal p-values: ID scores N(0, 1), OOD scores N(shift, 1)."""
+    _positive_ints(n=n, m=m, reps=reps)
     g = _gen(seed)
     cal = torch.randn(reps, n, generator=g, dtype=torch.float64).sort(1).values
     m1 = int(round(ood_fraction * m))
@@ -90,6 +102,7 @@ def conditional_excess(cal_sorted: torch.Tensor, table: torch.Tensor) -> torch.T
 def simulate_conditional(n: int = 200, reps: int = 1000, delta: float = 0.1,
                          methods: tuple[str, ...] = ("marginal", "simes", "dkw"), seed: int = 0) -> dict:
     """Fraction of calibration draws on which ``P(p ≤ t | cal) ≤ t`` for every t (exact per draw)."""
+    _positive_ints(n=n, reps=reps)
     cal = _sorted_uniform(reps, n, _gen(seed))
     out = {"n": n, "reps": reps, "delta": delta, "rows": []}
     for method in methods:
@@ -103,6 +116,7 @@ def simulate_conditional(n: int = 200, reps: int = 1000, delta: float = 0.1,
 def simulate_thresholds(n: int = 1000, reps: int = 1000, acceptance: float = 0.95, delta: float = 0.1,
                         seed: int = 0) -> dict:
     """Per calibration draw, the ID acceptance ``F(S_(k)) = S_(k)`` of each rule (uniform scores)."""
+    _positive_ints(n=n, reps=reps)
     cal = _sorted_uniform(reps, n, _gen(seed))
     out = {"n": n, "reps": reps, "acceptance": acceptance, "delta": delta, "rows": []}
     for guarantee in ("marginal", "beta", "dkw"):

@@ -58,6 +58,13 @@ def check_rule(method: str) -> str:
     return method
 
 
+def check_logistic_c(c: Any) -> float:
+    """The logistic rule's inverse regularisation strength: a finite number > 0."""
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not c > 0:
+        raise OODLensError(f"logistic_c must be a finite number > 0, got {c!r}")
+    return float(c)
+
+
 def stack_scores(scores: Any, name: str = "member scores") -> tuple[torch.Tensor, list[str]]:
     """Member scores as an (N, K) float64 tensor and the member names. Accepts an (N, K) array, a sequence of
     K arrays (N,), or a mapping name → (N,). Members that disagree on N raise, naming each one's N."""
@@ -152,7 +159,7 @@ def fit_rule(id_scores: torch.Tensor, method: str, ood_scores: torch.Tensor | No
         z = torch.cat([(id_scores - mean) / std, (ood_scores - mean) / std])
         y = torch.cat([torch.zeros(n, dtype=z.dtype, device=z.device),
                        torch.ones(ood_scores.shape[0], dtype=z.dtype, device=z.device)])
-        w, b = logistic_regression(z, y, float(logistic_c))
+        w, b = logistic_regression(z, y, check_logistic_c(logistic_c))
         state["coef"], state["intercept"] = w, b.reshape(1)
     return state
 
@@ -238,7 +245,7 @@ class ScoreFusion:
 
     def __init__(self, method: str = "fisher", logistic_c: float = 1.0):
         self.method = check_rule(method)
-        self.logistic_c = logistic_c
+        self.logistic_c = check_logistic_c(logistic_c)
         self.state_: dict[str, torch.Tensor] | None = None
         self.names_: list[str] | None = None
 

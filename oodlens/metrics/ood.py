@@ -71,8 +71,8 @@ class Curve:
         return float(np.sum(recall_steps * precision))
 
     def fpr_at_tpr(self, level: float) -> float:
-        if not 0.0 < level <= 1.0:
-            raise OODLensError(f"TPR level must be in (0, 1], got {level}")
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level <= 1.0:
+            raise OODLensError(f"TPR level must be a number in (0, 1], got {level!r}")
         need = math.ceil(level * self.n_pos - 1e-9)
         i = int(np.searchsorted(self.tps, need, side="left"))
         return float(self.fps[i] / self.n_neg)
@@ -168,8 +168,16 @@ def accuracy(predictions: Any, labels: Any) -> float:
     """Fraction of predictions equal to labels (predictions may be logits (N, C) or class indices (N,))."""
     p = predictions.detach().cpu().numpy() if hasattr(predictions, "detach") else np.asarray(predictions)
     y = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    for a, what in ((p, "predictions"), (y, "labels")):
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise OODLensError(f"accuracy: {what} must be real numbers, got dtype {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise OODLensError(f"accuracy: {what} have {int((~np.isfinite(a)).sum())} non-finite value(s)")
     if p.ndim == 2:
         p = p.argmax(1)
+    for a, what in ((p, "predicted classes"), (y, "labels")):
+        if np.issubdtype(a.dtype, np.floating) and not (a == np.round(a)).all():
+            raise OODLensError(f"accuracy: {what} must be integer class indices (or logits (N, C) as predictions)")
     if p.shape != y.shape:
         raise OODLensError(f"predictions {p.shape} and labels {y.shape} differ in shape")
     if p.size == 0:
