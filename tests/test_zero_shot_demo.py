@@ -48,6 +48,7 @@ def test_demo_runs_and_reports(monkeypatch, tmp_path, capsys):
         assert fragment in printed
     csv = (tmp_path / "out" / "results.csv").read_text()
     assert "AUROC far: random letters" in csv and (tmp_path / "out" / "report.md").is_file()
+    assert "NegLabel" in (tmp_path / "out" / "report.html").read_text()
     res = text.run_text_benchmark(tmp_path, detectors=["mcm", "knn"])
     assert set(res["table"].index.get_level_values("detector")) == {"MCM (τ=1)", "KNN (k=5)"}
     assert ((res["table"] >= 0) & (res["table"] <= 1)).all().all()

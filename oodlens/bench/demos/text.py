@@ -148,7 +148,10 @@ def run_demo(args: Any) -> int:
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
+        from ..html import HtmlReport
+
         (folder / "report.md").write_text(text + "\n", encoding="utf-8")
+        HtmlReport.from_markdown(text).write(folder / "report.html")
         res["table"].to_csv(folder / "results.csv")
-        print(f"\nwrote {folder / 'report.md'} and {folder / 'results.csv'}")
+        print(f"\nwrote {folder / 'report.md'}, {folder / 'report.html'} and {folder / 'results.csv'}")
     return 0
