@@ -90,7 +90,7 @@ def _named_tensors(out: Any) -> dict[str, torch.Tensor]:
     return {k: v for k in _OUTPUT_ATTRS if isinstance(v := getattr(out, k, None), torch.Tensor)}
 
 
-def _model_outputs(out: Any, names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+def _model_outputs(out: Any, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """Name the model's return value: a tensor is 'logits'; a dict / output object keeps its floating-point tensor
     entries (integer ones such as input_ids only when listed in ``names``); a tuple's first is logits."""
     if isinstance(out, torch.Tensor):
