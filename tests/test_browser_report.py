@@ -20,7 +20,8 @@ from test_html_report_bench import small_result
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-         "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND"]  # no name resolves: a fetch would fail
+         "--disable-dev-shm-usage", "--hide-scrollbars",
+         "--host-resolver-rules=MAP * ~NOTFOUND"]  # no name resolves: a fetch would fail
 CHECK_IMAGES = """<script>
 window.addEventListener('load', () => {
   const imgs = [...document.images];
@@ -58,7 +59,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("</body>", CHECK_IMAGES + "</body>"))
 
-    done = _run(browser, ["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile-dom")
+    done = _run(browser, ["--window-size=1280,2400", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     # the browser parsed every section and figure
