@@ -67,11 +67,21 @@ class Features(Mapping[str, torch.Tensor]):
     # -- derived containers ------------------------------------------------------------------------
     def subset(self, index: Any) -> "Features":
         """Rows selected by an index (slice, boolean mask or integer indices), same names."""
-        if not isinstance(index, slice):
-            index = as_tensor(index, "index")
-            if index.dtype == torch.bool and index.shape[0] != self.n:
+        if isinstance(index, slice):
+            return Features({k: v[index] for k, v in self._data.items()})
+        if isinstance(index, int) and not isinstance(index, bool):
+            index = [index]
+        index = as_tensor(index, "index")
+        if index.ndim != 1:
+            raise OODLensError(f"index must be 1-D (a mask or row indices), got shape {tuple(index.shape)}")
+        if index.dtype == torch.bool:
+            if index.shape[0] != self.n:
                 raise OODLensError(f"boolean index has {index.shape[0]} entries but N={self.n}")
-        return Features({k: v[index] for k, v in self._data.items()})
+        elif index.is_floating_point() or index.is_complex():
+            raise OODLensError(f"index must hold integers or booleans, got dtype {index.dtype}")
+        elif index.numel() and (int(index.min()) < -self.n or int(index.max()) >= self.n):
+            raise OODLensError(f"row index out of range for N={self.n}: {int(index.min())}..{int(index.max())}")
+        return Features({k: v[index.to(v.device)] for k, v in self._data.items()})
 
     def select(self, names: Iterable[str]) -> "Features":
         names = list(names)
@@ -97,8 +107,11 @@ class Features(Mapping[str, torch.Tensor]):
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "Features":
         out = {}
-        for k, v in self._data.items():
-            out[k] = v.to(device=device, dtype=dtype) if (dtype is not None and v.is_floating_point()) else v.to(device)
+        try:
+            for k, v in self._data.items():
+                out[k] = v.to(device=device, dtype=dtype) if (dtype is not None and v.is_floating_point()) else v.to(device)
+        except (RuntimeError, TypeError) as e:
+            raise OODLensError(f"Features.to(device={device!r}, dtype={dtype!r}): {e}") from None
         return Features(out)
 
     @staticmethod
@@ -111,6 +124,10 @@ class Features(Mapping[str, torch.Tensor]):
         for i, p in enumerate(parts[1:], 1):
             if set(p.keys()) != set(names):
                 raise OODLensError(f"Features.concat: part {i} has names {sorted(p.keys())}, part 0 has {sorted(names)}")
+        for k in names:
+            shapes = {tuple(p[k].shape[1:]) for p in parts}
+            if len(shapes) > 1:
+                raise OODLensError(f"Features.concat: feature {k!r} has different per-row shapes {sorted(shapes)}")
         return Features({k: torch.cat([p[k] for p in parts]) for k in names})
 
     # -- persistence -----------------------------------------------------------------------------------
@@ -131,7 +148,13 @@ class Features(Mapping[str, torch.Tensor]):
 
         header, _ = read_header(path)
         meta = header.get("__metadata__", {}) or {}
-        return json.loads(meta.get("user", "{}"))
+        try:
+            user = json.loads(meta.get("user", "{}"))
+        except json.JSONDecodeError as e:
+            raise OODLensError(f"{path}: header field 'user' (the metadata) is not valid JSON ({e})") from None
+        if not isinstance(user, dict):
+            raise OODLensError(f"{path}: header field 'user' must be a JSON object, got {type(user).__name__}")
+        return user
 
 
 def missing_message(name: str, available: Iterable[str]) -> str:
