@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from oodlens.bench.demos import _training_runs as runs
 from oodlens.bench.demos import training
@@ -16,10 +15,6 @@ def tiny(monkeypatch):
     monkeypatch.setattr(training, "N_SEEDS", 2)
     subset = {k: runs.METHOD_FACTORIES[k] for k in ("ce", "oe", "abet")}
     monkeypatch.setattr(training, "METHOD_FACTORIES", subset)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_demo_runs_writes_reports_and_reuses_the_cache(tiny, tmp_path, capsys):

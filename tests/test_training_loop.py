@@ -12,14 +12,6 @@ from oodlens.training import (METHODS, NPOS, VOS, AbeT, AbeTHead, ClassifierConf
 from oodlens.training._queue import ClassQueue
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Tiny(nn.Module):
     def __init__(self, d=4, h=16, c=3):
         super().__init__()

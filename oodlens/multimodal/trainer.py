@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import OODLensError
-from ..training.loop import fit_epochs
+from ..training.loop import check_class_labels, fit_epochs
 from .feature_mixing import feature_mixing
 from .losses import DISTANCES, a2d_loss, outlier_discrepancy_loss, outlier_entropy_loss
 from .model import MultimodalClassifier
@@ -129,16 +129,6 @@ def _as_inputs(data: Mapping[str, Any], modalities: list[str], what: str) -> tup
     return tensors, next(iter(sizes.values()))
 
 
-def _check_labels(y: Any, n: int, c: int, what: str) -> torch.Tensor:
-    y = torch.as_tensor(y)
-    if y.shape != (n,):
-        raise OODLensError(f"{what} labels must have shape ({n},), got {tuple(y.shape)}")
-    y = y.long().cpu()
-    if n and (int(y.min()) < 0 or int(y.max()) >= c):
-        raise OODLensError(f"{what} labels must be in 0..{c - 1}, got range {int(y.min())}..{int(y.max())}")
-    return y
-
-
 def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=1e-4)
@@ -227,8 +217,8 @@ class Trainer:
         cfg, model = self.cfg, self.model
         x_tr, n = _as_inputs(train, model.modalities, "training data")
         x_va, n_va = _as_inputs(val, model.modalities, "validation data")
-        y_tr = _check_labels(train_labels, n, model.num_classes, "training")
-        y_va = _check_labels(val_labels, n_va, model.num_classes, "validation")
+        y_tr = check_class_labels(train_labels, n, model.num_classes, "training")
+        y_va = check_class_labels(val_labels, n_va, model.num_classes, "validation")
         if n_va == 0:
             raise OODLensError("validation data is empty")
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import OODLensError
+from .base import CrossEntropy, StepContext
 
 
 class ClassQueue:
@@ -44,3 +45,34 @@ class ClassQueue:
         pos = (self.ptr[y] + rank) % self.capacity
         self.data[y[keep], pos[keep]] = f[keep]
         self.ptr = (self.ptr + n_c) % self.capacity
+
+
+class QueuedSynthesis(CrossEntropy):
+    """Shared step of VOS and NPOS: CE on the batch, the batch's features pushed to the class queues, and — once
+    every queue was full before this batch and from ``start_epoch`` on — ``CE + loss_weight · outlier term``."""
+
+    term_name = "outlier"
+    sample_number: int
+    start_epoch: int
+    loss_weight: float
+    _queue: ClassQueue | None = None
+
+    def _make_queue(self, model: torch.nn.Module, num_classes: int, feature_dim: int) -> torch.device:
+        device = next(model.parameters()).device
+        self._queue = ClassQueue(num_classes, self.sample_number, feature_dim, device)
+        return device
+
+    def outlier_term(self, ctx: StepContext, queue: ClassQueue) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        if self._queue is None:
+            raise OODLensError(f"{type(self).__name__}.setup was not called")
+        ce = F.cross_entropy(ctx.logits, ctx.y)
+        was_full = self._queue.full
+        self._queue.push(ctx.features, ctx.y)
+        terms = {"ce": ce, "loss": ce}
+        if was_full and ctx.epoch >= self.start_epoch:  # as the references: only once every queue was full
+            terms[self.term_name] = self.outlier_term(ctx, self._queue)
+            terms["loss"] = ce + self.loss_weight * terms[self.term_name]
+        return terms

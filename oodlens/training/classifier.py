@@ -23,7 +23,7 @@ from .._checks import check_finite
 from ..errors import OODLensError
 from .base import CrossEntropy, StepContext
 from .checkpoint import save_checkpoint
-from .loop import LoopResult, fit_epochs
+from .loop import LoopResult, check_class_labels, fit_epochs
 
 OutlierSource = Tensor | Callable[[int, torch.Generator], Tensor]
 ExtraLoss = Callable[[StepContext], Tensor]
@@ -112,16 +112,6 @@ def _inputs(x: Any, what: str) -> Tensor:
     return check_finite(t.float(), what)
 
 
-def _labels(y: Any, n: int, c: int, what: str) -> Tensor:
-    t = torch.as_tensor(y)
-    if t.shape != (n,):
-        raise OODLensError(f"{what} labels must have shape ({n},), got {tuple(t.shape)}")
-    t = t.long().cpu()
-    if n and (int(t.min()) < 0 or int(t.max()) >= c):
-        raise OODLensError(f"{what} labels must be in 0..{c - 1}, got range {int(t.min())}..{int(t.max())}")
-    return t
-
-
 def _draw_outliers(source: OutlierSource, n: int, gen: torch.Generator) -> Tensor:
     if isinstance(source, Tensor):
         return source[torch.randint(0, source.shape[0], (n,), generator=gen)]
@@ -173,7 +163,8 @@ def train_classifier(model: nn.Module, x: Any, y: Any, x_val: Any, y_val: Any, m
     device = torch.device(device)
     d, c = head_sizes(model, head)
     x_tr, x_va = _inputs(x, "training inputs"), _inputs(x_val, "validation inputs")
-    y_tr, y_va = _labels(y, x_tr.shape[0], c, "training"), _labels(y_val, x_va.shape[0], c, "validation")
+    y_tr = check_class_labels(y, x_tr.shape[0], c, "training")
+    y_va = check_class_labels(y_val, x_va.shape[0], c, "validation")
     if x_va.shape[0] == 0:
         raise OODLensError("validation data is empty")
     if isinstance(outliers, Tensor):

@@ -32,6 +32,17 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def check_class_labels(y: object, n: int, num_classes: int, what: str) -> torch.Tensor:
+    """(n,) int64 labels on the CPU in 0..num_classes−1, else an error naming ``what``."""
+    t = torch.as_tensor(y)
+    if t.shape != (n,):
+        raise OODLensError(f"{what} labels must have shape ({n},), got {tuple(t.shape)}")
+    t = t.long().cpu()
+    if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise OODLensError(f"{what} labels must be in 0..{num_classes - 1}, got range {int(t.min())}..{int(t.max())}")
+    return t
+
+
 def fit_epochs(model: nn.Module, n: int, step: StepFn, validate: Callable[[], float], *, epochs: int,
                batch_size: int, seed: int, device: torch.device | str = "cpu", drop_last: bool = True,
                progress: bool = True, desc: str = "train", on_epoch_end: Callable[[int], None] | None = None,

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import OODLensError
-from ._queue import ClassQueue
-from .base import CrossEntropy, StepContext
+from ._queue import ClassQueue, QueuedSynthesis
+from .base import StepContext
 
 
 def kth_distance(queries: Tensor, bank: Tensor, k: int) -> Tensor:
@@ -63,8 +63,9 @@ def binary_outlier_loss(g_in: Tensor, g_out: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-class NPOS(CrossEntropy):
+class NPOS(QueuedSynthesis):
     name = "npos"
+    term_name = "outlier_bce"
     paper = "Tao et al., ICLR 2023"
     score = ("knn", {})
 
@@ -79,28 +80,16 @@ class NPOS(CrossEntropy):
         self.id_points_num, self.sample_from, self.cov_mat = int(id_points_num), int(sample_from), float(cov_mat)
         self.loss_weight, self.start_epoch, self.mlp_dim = float(loss_weight), int(start_epoch), int(mlp_dim)
         self.mlp_lr_scale = float(mlp_lr_scale)
-        self._queue: ClassQueue | None = None
 
     def setup(self, model, head_name, num_classes, feature_dim) -> None:
-        device = next(model.parameters()).device
-        self._queue = ClassQueue(num_classes, self.sample_number, feature_dim, device)
+        device = self._make_queue(model, num_classes, feature_dim)
         self.mlp = nn.Sequential(nn.Linear(feature_dim, self.mlp_dim), nn.ReLU(), nn.Linear(self.mlp_dim, 1)).to(device)
 
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.mlp.parameters()), "lr_scale": self.mlp_lr_scale}]
 
-    def loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        assert self._queue is not None, "NPOS.setup was not called"
-        ce = F.cross_entropy(ctx.logits, ctx.y)
-        was_full = self._queue.full
-        self._queue.push(ctx.features, ctx.y)
-        terms = {"ce": ce}
-        if was_full and ctx.epoch >= self.start_epoch:
-            noise = torch.randn(self.sample_from, self._queue.dim, generator=ctx.generator)
-            outliers = synthesize_outliers(self._queue.data, noise, self.k, self.select, self.pick_nums,
-                                           self.id_points_num, self.cov_mat, ctx.generator)
-            terms["outlier_bce"] = binary_outlier_loss(self.mlp(ctx.features), self.mlp(outliers))
-            terms["loss"] = ce + self.loss_weight * terms["outlier_bce"]
-        else:
-            terms["loss"] = ce
-        return terms
+    def outlier_term(self, ctx: StepContext, queue: ClassQueue) -> Tensor:
+        noise = torch.randn(self.sample_from, queue.dim, generator=ctx.generator)
+        outliers = synthesize_outliers(queue.data, noise, self.k, self.select, self.pick_nums, self.id_points_num,
+                                       self.cov_mat, ctx.generator)
+        return binary_outlier_loss(self.mlp(ctx.features), self.mlp(outliers))

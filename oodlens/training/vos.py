@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
 from ..errors import OODLensError
-from ._queue import ClassQueue
-from .base import CrossEntropy, StepContext
+from ._queue import ClassQueue, QueuedSynthesis
+from .base import StepContext
 
 #: numbers per block of Gaussian draws (sample_from × classes × D) before the classes are split into chunks
 DRAW_BLOCK = 1 << 24
@@ -71,8 +71,9 @@ def vos_uncertainty_loss(phi_in: Tensor, phi_out: Tensor, logistic: nn.Linear) -
     return F.cross_entropy(logistic(inputs), labels)
 
 
-class VOS(CrossEntropy):
+class VOS(QueuedSynthesis):
     name = "vos"
+    term_name = "uncertainty"
     paper = "Du et al., ICLR 2022"
     score = ("energy", {})
 
@@ -82,11 +83,9 @@ class VOS(CrossEntropy):
             raise OODLensError("VOS needs sample_number, sample_from, select >= 1, loss_weight >= 0, start_epoch >= 0")
         self.sample_number, self.sample_from, self.select = int(sample_number), int(sample_from), int(select)
         self.loss_weight, self.start_epoch = float(loss_weight), int(start_epoch)
-        self._queue: ClassQueue | None = None
 
     def setup(self, model, head_name, num_classes, feature_dim) -> None:
-        device = next(model.parameters()).device
-        self._queue = ClassQueue(num_classes, self.sample_number, feature_dim, device)
+        device = self._make_queue(model, num_classes, feature_dim)
         self.weight_energy = nn.Linear(num_classes, 1).to(device)
         nn.init.uniform_(self.weight_energy.weight)
         self.logistic = nn.Linear(1, 2).to(device)
@@ -94,19 +93,9 @@ class VOS(CrossEntropy):
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.weight_energy.parameters()) + list(self.logistic.parameters())}]
 
-    def loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        assert self._queue is not None, "VOS.setup was not called"
-        ce = F.cross_entropy(ctx.logits, ctx.y)
-        was_full = self._queue.full
-        self._queue.push(ctx.features, ctx.y)
-        terms = {"ce": ce}
-        if was_full and ctx.epoch >= self.start_epoch:  # the reference starts only once every queue was full
-            mu, cov = class_gaussians(self._queue.data)
-            virtual = sample_virtual_outliers(mu, cov, self.sample_from, self.select)
-            w = self.weight_energy.weight[0]
-            terms["uncertainty"] = vos_uncertainty_loss(weighted_logsumexp(ctx.logits, w),
-                                                        weighted_logsumexp(ctx.head(virtual), w), self.logistic)
-            terms["loss"] = ce + self.loss_weight * terms["uncertainty"]
-        else:
-            terms["loss"] = ce
-        return terms
+    def outlier_term(self, ctx: StepContext, queue: ClassQueue) -> Tensor:
+        mu, cov = class_gaussians(queue.data)
+        virtual = sample_virtual_outliers(mu, cov, self.sample_from, self.select)
+        w = self.weight_energy.weight[0]
+        return vos_uncertainty_loss(weighted_logsumexp(ctx.logits, w), weighted_logsumexp(ctx.head(virtual), w),
+                                    self.logistic)
