@@ -26,10 +26,12 @@ def _key(s: np.float32) -> np.uint32:
 
 @numba.njit(**_JIT)
 def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_roi: bool, ignore: int, shift: int,
-                  counts: np.ndarray) -> tuple[int, int]:
-    """Add the valid pixels per coarse bin to ``counts``; return (NaN scores, labels not 0 / 1 / ignore)."""
+                  counts: np.ndarray, touched: np.ndarray) -> tuple[int, int, int]:
+    """Add the valid pixels per coarse bin to ``counts`` (zero on entry), listing each bin that gets its first
+    pixel in ``touched``; return (NaN scores, labels not 0 / 1 / ignore, number of touched bins)."""
     bad_score = 0
     bad_label = 0
+    n_touched = 0
     for i in range(scores.shape[0]):
         lab = labels[i]
         if lab == ignore or (use_roi and roi[i] == 0):
@@ -40,8 +42,12 @@ def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_r
         elif lab > 1:
             bad_label += 1
         else:
-            counts[np.int64(_key(s) >> np.uint32(shift))] += 1
-    return bad_score, bad_label
+            b = np.int64(_key(s) >> np.uint32(shift))
+            if counts[b] == 0:
+                touched[n_touched] = b
+                n_touched += 1
+            counts[b] += 1
+    return bad_score, bad_label, n_touched
 
 
 @numba.njit(**_JIT)

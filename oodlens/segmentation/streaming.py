@@ -20,8 +20,8 @@ The ROC and precision–recall curves are then the exact curves of the binned sc
 down). The one difference from the sort-based metric: scores within one coarse bin without a page count as
 ties, and pixels counted in a bin before it got its page (fewer than ``heavy``) sit below its fine groups;
 :attr:`PixelCounts.auroc_tie_bound` bounds the AUROC error from both. Memory: per thread 2^(bits+4) bytes of
-coarse counts, 2^(bits+3) of batch counts and 2^(36 − bits) bytes per page (at most 160 MB per thread at the
-defaults; page memory is only touched when a page is used). Scores are binned in float32 (float64 rounded first).
+coarse counts, 2 · 2^(bits+3) of batch counts and touched-bin lists, and 2^(36 − bits) bytes per page (at most
+192 MB per thread at the defaults; page memory is only touched when a page is used). Scores are binned in float32 (float64 rounded first).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class StreamingPixelMetrics:
         self.shift = 32 - bits
         self.threads = _threads(threads)
         self._coarse = np.zeros((self.threads, 2 << bits), dtype=np.int64)
-        self._batch = np.zeros((self.threads, 1 << bits), dtype=np.int64)
+        self._batch = np.zeros((self.threads, 1 << bits), dtype=np.int64)  # zero between batches
+        self._touched = np.zeros((self.threads, 1 << bits), dtype=np.int64)
         self._fine = np.zeros((self.threads, max(1, max_pages), 2 << self.shift), dtype=np.int64)  # touched lazily
         self._page_of = np.full(1 << bits, -1, dtype=np.int32)
         self._page_bin: list[int] = []
@@ -139,18 +140,24 @@ class StreamingPixelMetrics:
         r = roi_a if use_roi else lab
         parts = np.linspace(0, s.shape[0], self.threads + 1).astype(np.int64)
 
-        def count(t: int) -> tuple[int, int]:
+        def count(t: int) -> tuple[int, int, int]:
             a, b = parts[t], parts[t + 1]
-            self._batch[t].fill(0)
-            return coarse_counts(s[a:b], lab[a:b], r[a:b], use_roi, self.ignore_index, self.shift, self._batch[t])
+            return coarse_counts(s[a:b], lab[a:b], r[a:b], use_roi, self.ignore_index, self.shift, self._batch[t],
+                                 self._touched[t])
 
-        bad = self._map(count)
-        bad_score, bad_label = sum(x[0] for x in bad), sum(x[1] for x in bad)
+        res = self._map(count)
+        bad_score, bad_label = sum(x[0] for x in res), sum(x[1] for x in res)
+        touched = [self._touched[t, :res[t][2]] for t in range(self.threads)]
+        try:
+            if not (bad_score or bad_label):
+                self._assign_pages(np.unique(np.concatenate(touched)) if self.threads > 1 else touched[0])
+        finally:
+            for t in range(self.threads):
+                self._batch[t, touched[t]] = 0
         if bad_score or bad_label:
             what = f"{bad_score} NaN score(s)" if bad_score else \
                 f"{bad_label} label(s) other than 0 (normal), 1 (anomaly) or {self.ignore_index} (ignore)"
             raise OODLensError(f"pixel scores/labels: {what}; nothing of this batch was counted")
-        self._assign_pages()
 
         def add(t: int) -> int:
             a, b = parts[t], parts[t + 1]
@@ -161,32 +168,38 @@ class StreamingPixelMetrics:
         self.n_frames += frames
         return self
 
-    def _assign_pages(self) -> None:
-        """Give fine pages to coarse bins this batch makes heavy (heaviest first, while pages last)."""
+    def _assign_pages(self, idx: np.ndarray) -> None:
+        """Give fine pages to the coarse bins ``idx`` (touched by this batch) that it makes heavy (heaviest
+        first, while pages last)."""
         left = self.max_pages - len(self._page_bin)
-        if left <= 0:
+        if left <= 0 or not idx.size:
             return
-        batch = self._batch.sum(0) if self.threads > 1 else self._batch[0]
-        idx = np.flatnonzero(batch > 0)
         idx = idx[self._page_of[idx] < 0]
         if not idx.size:
             return
+        batch = self._batch[:, idx].sum(0)
         before = (self._coarse[:, 2 * idx] + self._coarse[:, 2 * idx + 1]).sum(0)
-        total = batch[idx] + before
-        cand = idx[total > self.heavy]
+        heavy = batch + before > self.heavy
+        cand, batch = idx[heavy], batch[heavy]
         if not cand.size:
             return
-        cand = cand[np.argsort(-batch[cand], kind="stable")][:left]
+        cand = cand[np.argsort(-batch, kind="stable")][:left]
         self._page_of[cand] = np.arange(len(self._page_bin), len(self._page_bin) + cand.size, dtype=np.int32)
         self._page_bin.extend(cand.tolist())
 
     def _map(self, fn) -> list:
         if self.threads == 1:
             return [fn(0)]
-        with ThreadPoolExecutor(self.threads - 1) as pool:
-            futures = [pool.submit(fn, t) for t in range(1, self.threads)]
-            first = fn(0)
-            return [first] + [f.result() for f in futures]
+        if getattr(self, "_pool", None) is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="oodlens-pixels")
+        futures = [self._pool.submit(fn, t) for t in range(1, self.threads)]
+        first = fn(0)
+        return [first] + [f.result() for f in futures]
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def counts(self) -> PixelCounts:
         """The non-empty groups, highest scores first."""
