@@ -189,3 +189,24 @@ def test_optional_encoders(module):
         model, _, tok = load_open_clip("ViT-B-32")
         g = clip_images(model, torch.rand(2, 3, 224, 224), local=True, progress=False)
         assert g["local_features"].shape[-1] == g["features"].shape[1] == clip_texts(model, tok, ["a"]).shape[1]
+
+
+def test_zero_shot_on_real_sentence_embeddings(minilm):
+    """MCM and NegLabel on MiniLM embeddings of topic prompts: on-topic sentences are ID, unrelated ones OOD."""
+    from oodlens.detectors import create
+    from oodlens.metrics import auroc
+
+    model, _ = minilm
+    emb = lambda texts: sentence_transformer(model, texts, progress=False)  # noqa: E731
+    prompts = emb(["This text is about computers.", "This text is about food and cooking."])["features"]
+    x_id = emb(["My laptop does not turn on.", "How do I reset my password?", "What is your favourite food?",
+                "I love eating pizza with cheese."])
+    x_ood = emb(["Who won the football match yesterday?", "The river flooded the valley.", "qzx vlorp mnrt ukka"])
+    assert (x_id["features"] @ prompts.T).argmax(1).tolist() == [0, 0, 1, 1]  # zero-shot topic of each sentence
+    mcm = create("mcm", temperature=0.05).fit(None, prompts=prompts)
+    assert auroc(mcm.score(x_id), mcm.score(x_ood)) >= 0.8  # 10 of 12 pairs ordered right
+    words = ["river", "football", "weather", "music", "mountain", "keyboard", "bread", "war", "doctor", "ocean"]
+    neg = create("neglabel", n_negatives=4, groups=1, vocabulary=words).fit(
+        None, prompts=prompts, candidates=lambda t: emb(t)["features"])
+    assert "keyboard" not in neg.negative_words_ and "bread" not in neg.negative_words_  # close to the ID labels
+    assert auroc(neg.score(x_id), neg.score(x_ood)) >= 0.9  # "football", "river" mined: they match two OOD texts
