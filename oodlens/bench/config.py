@@ -42,11 +42,13 @@ features). Example (TOML)::
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..detectors import create
 from ..errors import OODLensError
 from ..features import Features
 from ..safetensors_io import load_tensors
@@ -83,7 +85,38 @@ def read_config(path: str | Path) -> dict[str, Any]:
     for key in ("train", "val", "test", "test_sets"):
         if key not in cfg:
             raise OODLensError(f"{path}: missing required field {key!r}")
+    _check_types(cfg, path)
     return cfg
+
+
+def _check_types(cfg: dict[str, Any], path: Path) -> None:
+    """Each field's JSON/TOML type, so that a wrong one is one clear line rather than an error deep inside."""
+    def need(ok: bool, field: str, want: str) -> None:
+        if not ok:
+            raise OODLensError(f"{path}: field {field!r} must be {want}, got {cfg.get(field)!r}")
+
+    split = lambda v: isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("features"), str))  # noqa: E731
+    for key in ("train", "val", "test"):
+        need(split(cfg[key]), key, "a features file name or a table with 'features' (and 'labels')")
+    if cfg.get("val_ood") is not None:
+        need(split(cfg["val_ood"]), "val_ood", "a features file name or a table with 'features'")
+    need(isinstance(cfg["test_sets"], list) and bool(cfg["test_sets"]) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("kind"), str)
+        and isinstance(t.get("features"), str) for t in cfg["test_sets"]),
+        "test_sets", "a non-empty list of tables with 'name', 'kind' and 'features'")
+    if "detectors" in cfg:
+        need(isinstance(cfg["detectors"], list) and all(isinstance(d, str) for d in cfg["detectors"]),
+             "detectors", "a list of detector names")
+    if "detector_params" in cfg:
+        need(isinstance(cfg["detector_params"], dict) and all(isinstance(v, dict) for v in cfg["detector_params"].values()),
+             "detector_params", "a table of tables (detector name -> hyper-parameters)")
+    for key, kind, want in (("name", str, "a string"), ("covariate_mode", str, "a string"),
+                            ("objective", str, "a string"), ("tune", bool, "true or false")):
+        if key in cfg:
+            need(isinstance(cfg[key], kind), key, want)
+    if cfg.get("head") is not None:
+        need(isinstance(cfg["head"], str) or (isinstance(cfg["head"], dict) and isinstance(cfg["head"].get("file"), str)),
+             "head", "a file name or a table with 'file' (and 'weight', 'bias')")
 
 
 def _split(entry: Any, root: Path, where: str) -> tuple[Features, torch.Tensor | None]:
@@ -138,6 +171,9 @@ def run_config(args: Any) -> int:
     cfg = read_config(args.config)
     bench = benchmark_from_config(cfg, Path(args.config).parent)
     detectors = [d.strip() for d in args.detectors.split(",")] if args.detectors else cfg.get("detectors")
+    if detectors is not None:
+        for d in detectors:  # unknown names and hyper-parameters: one clear line before any work
+            create(d, **bench.detector_params.get(d, {}))
     result = run_benchmark(bench, detectors, tune_params=cfg.get("tune", True), objective=cfg.get("objective", "auroc"),
                            progress=not args.no_progress)
     out = getattr(args, "out", None)
@@ -146,4 +182,10 @@ def run_config(args: Any) -> int:
     if out:
         paths = write_reports(result, out, report=report)
         print("Wrote " + ", ".join(str(p) for p in paths))
+    for label, why in result.skipped.items():
+        print(f"oodlens: detector {label!r} could not run: {why}", file=sys.stderr)
+    if detectors is not None and result.skipped:  # a detector the user asked for is missing from the results
+        print(f"oodlens: error: {len(result.skipped)} requested detector(s) could not run: "
+              f"{', '.join(result.skipped)}", file=sys.stderr)
+        return 1
     return 0

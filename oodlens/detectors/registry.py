@@ -6,14 +6,21 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from . import _discover  # noqa: F401  (imports every built-in method module once, which registers it)
+from ..errors import OODLensError
 from .base import _REGISTRY, Detector, get_detector, register
 
 __all__ = ["available_detectors", "create", "detectors_for", "get_detector", "register"]
 
 
 def create(name: str, **params: Any) -> Detector:
-    """An instance of the detector registered under ``name``."""
-    return get_detector(name)(**params)
+    """An instance of the detector registered under ``name``; an unknown hyper-parameter raises, naming the valid
+    ones."""
+    cls = get_detector(name)
+    valid = cls._param_names()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise OODLensError(f"detector {name!r} has no hyper-parameter(s) {unknown}; it has {valid}")
+    return cls(**params)
 
 
 def available_detectors() -> list[str]:
