@@ -42,6 +42,14 @@ Search (``search``):
   23 ms (2.25×; 2.5× on the structured data), recall 1.0000 on ID and OOD queries, 0–1 of 40 000 rows re-searched.
   On CPUs without fast float16 products it is *slower* than ``"exact"`` (0.15× on a 2-core AVX-512 CPU).
 
+* ``"ivf"`` — approximate: an inverted-file index (spherical k-means into ``cells`` cells, default ≈ 2√N; each
+  query scans the ``probes`` nearest cells with exact products; ``_knn_approx.py``, torch). The k-th neighbour of a
+  subset of the bank is never closer than the whole bank's, so a missed neighbour can only *raise* a score — and
+  mostly OOD scores, whose neighbours are scattered over cells, while ID queries find theirs in their own cell.
+  Judged by the detector's AUROC / FPR@95 against ``"exact"``, not by recall (``benchmarks/knn_approx_detector.py``).
+  Applies to ``score``; ``neighbours`` stays exact. Queries whose probed cells hold fewer than k rows are searched
+  exactly (counted in ``last_fallbacks``).
+
 ``backend="auto"`` uses faiss (``pip install faiss-cpu``; ``IndexFlatIP``) for the exact search when it is
 installed and the features are on the CPU, and the torch code otherwise; ``"torch"`` / ``"faiss"`` force one. The
 ``"half"`` search always runs in torch. All search the same fitted state (``bank_``), so save/load and results do
@@ -57,6 +65,7 @@ import torch.nn.functional as F
 
 from .._checks import as_float
 from ..errors import OODLensError
+from ._knn_approx import IVFIndex, default_cells, ivf_kth
 from ._knn_search import HalfBank, exact_topk, half_kth, half_topk, kth_distance, tie_safe_kth_distance
 from ._neighbours import rescale_rows
 
@@ -86,7 +95,8 @@ class KNN(Detector):
     score_only_params = frozenset({"k"})
 
     def __init__(self, k: int = 50, sample_ratio: float = 1.0, search: str = "exact", candidates: float = 2.0,
-                 backend: str = "auto", seed: int = 0, features: str = "features"):
+                 backend: str = "auto", seed: int = 0, features: str = "features", cells: int | None = None,
+                 probes: int = 8):
         self.k = k
         self.sample_ratio = sample_ratio
         self.search = search
@@ -94,6 +104,8 @@ class KNN(Detector):
         self.backend = backend
         self.seed = seed
         self.features = features
+        self.cells = cells
+        self.probes = probes
         self.last_fallbacks = 0
 
     def required_features(self) -> tuple[str, ...]:
@@ -105,8 +117,10 @@ class KNN(Detector):
             raise OODLensError(f"KNN k must be a positive integer, got {self.k!r}")
         if not 0 < self.sample_ratio <= 1:
             raise OODLensError(f"KNN sample_ratio must be in (0, 1], got {self.sample_ratio!r}")
-        if self.search not in ("exact", "half"):
-            raise OODLensError(f"KNN search must be 'exact' or 'half', got {self.search!r}")
+        if self.search not in ("exact", "half", "ivf"):
+            raise OODLensError(f"KNN search must be 'exact', 'half' or 'ivf', got {self.search!r}")
+        if isinstance(self.probes, bool) or not isinstance(self.probes, int) or self.probes < 1:
+            raise OODLensError(f"KNN probes must be a positive integer (cells scanned per query), got {self.probes!r}")
         if self.backend not in ("auto", "torch", "faiss"):
             raise OODLensError(f"KNN backend must be 'auto', 'torch' or 'faiss', got {self.backend!r}")
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, (int, float)) \
@@ -127,6 +141,10 @@ class KNN(Detector):
         self.bank_ = bank.contiguous()
         if self.search == "exact" and self._use_faiss(bank.device):
             self._faiss_index()  # built at fit, so scoring times only the search
+        if self.search == "ivf":
+            cells = default_cells(bank.shape[0]) if self.cells is None else self.cells
+            index = IVFIndex.build(self.bank_, cells, seed=self.seed)
+            self.ivf_centroids_, self.ivf_order_, self.ivf_offsets_ = index.centroids, index.order, index.offsets
 
     # -- score -------------------------------------------------------------------------------------------
     def _use_faiss(self, device: torch.device) -> bool:
@@ -177,7 +195,14 @@ class KNN(Detector):
         if self.k > self.bank_.shape[0]:
             raise OODLensError(f"KNN k={self.k} but the training bank holds {self.bank_.shape[0]} vectors")
         z = rescale_rows(as_float(x[self.features])).float()  # norms that cannot overflow or underflow
-        if self.search == "half":  # only the k-th neighbour is needed: fewer exact products
+        if self.search == "ivf":  # approximate: scores can only rise (see _knn_approx)
+            index = IVFIndex(self.ivf_centroids_, self.ivf_order_, self.ivf_offsets_)
+            lists = getattr(self, "_ivf_lists", None)
+            if lists is None or lists.device != z.device or lists.shape != self.bank_.shape:
+                lists = self._ivf_lists = self.bank_[self.ivf_order_].contiguous()
+            _, kth, self.last_fallbacks = ivf_kth(F.normalize(z, dim=1), lists, index, self.k, self.probes,
+                                                  self.bank_)
+        elif self.search == "half":  # only the k-th neighbour is needed: fewer exact products
             _, kth, self.last_fallbacks = half_kth(F.normalize(z, dim=1), self.bank_,
                                                    self._prepared_half(z.device), self.k,
                                                    math.ceil(self.candidates * self.k))
