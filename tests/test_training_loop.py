@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from oodlens.errors import OODLensError
-from oodlens.training import (METHODS, NPOS, VOS, AbeT, AbeTHead, ClassifierConfig, CrossEntropy, MixtureOutlierExposure,
+from oodlens.training import (METHODS, VOS, AbeT, AbeTHead, ClassifierConfig, CrossEntropy, MixtureOutlierExposure,
                               OutlierExposure, class_gaussians, load_checkpoint, sample_virtual_outliers,
                               train_classifier)
 from oodlens.training._queue import ClassQueue

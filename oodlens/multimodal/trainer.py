@@ -30,14 +30,14 @@ Mixing's torch generator) all derive from ``TrainConfig.seed``; the device follo
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import OODLensError
-from ..training.loop import check_class_labels, fit_epochs
+from ..training.loop import TrainResult, check_class_labels, fit_epochs
 from .feature_mixing import feature_mixing
 from .losses import DISTANCES, a2d_loss, outlier_discrepancy_loss, outlier_entropy_loss
 from .model import MultimodalClassifier
@@ -104,14 +104,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
-
-
-@dataclass
-class TrainResult:
-    best_val_acc: float
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_inputs(data: Mapping[str, Any], modalities: list[str], what: str) -> tuple[dict[str, torch.Tensor], int]:

@@ -23,7 +23,7 @@ from .._checks import check_finite
 from ..errors import OODLensError
 from .base import CrossEntropy, StepContext
 from .checkpoint import save_checkpoint
-from .loop import LoopResult, check_class_labels, fit_epochs
+from .loop import LoopResult, TrainResult, check_class_labels, fit_epochs
 
 OutlierSource = Tensor | Callable[[int, torch.Generator], Tensor]
 ExtraLoss = Callable[[StepContext], Tensor]
@@ -57,11 +57,7 @@ class ClassifierConfig:
 
 
 @dataclass
-class ClassifierResult:
-    best_val_acc: float
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
+class ClassifierResult(TrainResult):
     method: dict[str, Any] = field(default_factory=dict)
 
 

@@ -32,6 +32,16 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass
+class TrainResult:
+    """What a trainer returns: best validation accuracy, its epoch, the history and the configuration."""
+
+    best_val_acc: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
 def check_class_labels(y: object, n: int, num_classes: int, what: str) -> torch.Tensor:
     """(n,) int64 labels on the CPU in 0..num_classes−1, else an error naming ``what``."""
     t = torch.as_tensor(y)
