@@ -97,3 +97,15 @@ def test_report_when_no_detector_ran():
     md = render_markdown(r)
     assert "No detector ran" in md and "Skipped mahalanobis" in md
     assert np.isfinite(len(build_report(r).to_html()))
+
+
+def test_headline_names_the_best_detectors(result):
+    from oodlens.bench.report import headline
+
+    auroc = result.metric("auroc")[["near", "far", "zeros"]].mean(axis=1)
+    fpr = result.metric("ood_accepted_at_95_id")[["near", "far", "zeros"]].mean(axis=1)
+    text = headline(result)
+    assert f"best mean AUROC: **{auroc.idxmax()}** ({100 * auroc.max():.1f})" in text
+    assert f"best mean FPR95: **{fpr.idxmin()}** ({100 * fpr.min():.1f})" in text
+    md = render_markdown(result)
+    assert "| ID test " in md and "| ID " in md  # the ID row of the test-set table, with its size

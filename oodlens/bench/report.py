@@ -158,19 +158,38 @@ def _id_scores(result: BenchmarkResult, det: str) -> np.ndarray:
     return s["test"]
 
 
+def headline(result: BenchmarkResult, rank_by: str = "auroc") -> str | None:
+    """One sentence: the best detector by mean ``rank_by`` and by mean FPR95 over the near- and far-OOD sets."""
+    if not result.detectors or not _sets(result, ("near", "far")):
+        return None
+    parts = []
+    for metric in dict.fromkeys([rank_by, "ood_accepted_at_95_id"]):
+        if metric in set(result.table.metric):
+            r = ranking(result, metric)
+            if len(r) and np.isfinite(r.iloc[0]):
+                name = METRIC_TITLES.get(metric, metric).split(" ")[0]
+                parts.append(f"best mean {name}: **{r.index[0]}** ({100 * r.iloc[0]:.1f})")
+    return ("Over the near- and far-OOD sets, " + "; ".join(parts) + ".") if parts else None
+
+
 def _overview(rep: HtmlReport, result: BenchmarkResult, rank_by: str) -> None:
     acc = f"ID test accuracy: {100 * result.id_accuracy:.1f}%. " if result.id_accuracy is not None else ""
     tuned = ("Hyper-parameters tuned on validation data only (no validation OOD given: defaults)."
              if any("no validation OOD" in n for n in result.notes) else "Hyper-parameters tuned on validation data only.")
     rep.section("Overview")
+    top = headline(result, rank_by)
+    if top:
+        rep.text(top)
     rep.text(f"{acc}Scores: higher = more OOD. All values ×100, one decimal. {tuned} Detectors ranked by mean "
              f"{METRIC_TITLES.get(rank_by, rank_by).split(' ')[0]} over the near- and far-OOD sets, best first; the "
              f"best value of each column in **bold**. {FPR_CONVENTION}")
-    sets = pd.DataFrame(
-        [{"kind": t.kind, "shift": t.group or "–", "severity": t.severity if t.severity is not None else "–",
-          "n": len(next(iter(result.scores.values()))[t.name]) if result.scores else "–",
-          "classifier accuracy": result.set_accuracy.get(t.name, float("nan"))} for t in result.test_sets],
-        index=[t.name for t in result.test_sets])
+    first = next(iter(result.scores.values()), None)
+    rows = [{"kind": "ID", "shift": "–", "severity": "–", "n": len(first["test"]) if first else "–",
+             "classifier accuracy": result.id_accuracy if result.id_accuracy is not None else float("nan")}]
+    rows += [{"kind": t.kind, "shift": t.group or "–", "severity": t.severity if t.severity is not None else "–",
+              "n": len(first[t.name]) if first else "–",
+              "classifier accuracy": result.set_accuracy.get(t.name, float("nan"))} for t in result.test_sets]
+    sets = pd.DataFrame(rows, index=["ID test", *(t.name for t in result.test_sets)])
     rep.table(sets, caption="Test sets (classifier accuracy where the set has labels)", index_name="test set",
               percent=True)
 
@@ -351,5 +370,6 @@ def write_reports(result: BenchmarkResult, folder: str | os.PathLike, markdown: 
 
 
 __all__ = ["BELOW_CHANCE", "FPR_CONVENTION", "METRIC_TITLES", "below_chance", "below_chance_text", "build_report",
+           "headline",
            "markdown_table", "ranking", "render_html", "render_markdown", "run_settings", "settings_table",
            "summary", "write_reports"]
