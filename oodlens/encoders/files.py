@@ -70,6 +70,9 @@ def extract_to_file(model: str, data: str | os.PathLike, out: str | os.PathLike,
     """Write ``out`` (safetensors) from ``model`` run over ``data``; returns a one-line summary."""
     from .registry import resolve_encoder
 
+    from ._common import check_batch_size
+
+    check_batch_size(batch_size)
     data = Path(data)
     if not data.exists():
         raise OODLensError(f"data not found: {data}")

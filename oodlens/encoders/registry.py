@@ -108,7 +108,4 @@ def encode(spec: str, inputs: Any, weights: str | os.PathLike | None = None, dev
            batch_size: int = 32, progress: bool = True) -> Features:
     """Features of ``inputs`` (texts, or images: a folder, paths, a tensor) from the encoder named by ``spec``."""
     _, fn = resolve_encoder(spec, weights, device)
-    try:
-        return fn(inputs, batch_size=batch_size, progress=progress)
-    except TypeError:
-        return fn(inputs)
+    return fn(inputs, batch_size=batch_size, progress=progress)
