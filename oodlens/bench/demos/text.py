@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ...errors import OODLensError
 from ...features import Features
 from ...metrics import auroc, ood_accepted_at_id_kept
 from ._text_data import ID_TOPICS, load_text_splits
@@ -54,6 +55,9 @@ def run_text_benchmark(cache: str | Path = ".oodlens_cache", seed: int = 0, prog
     zs_acc = float(((emb["test"] @ prompts.T).argmax(1) == y["test"]).float().mean())
     zs_cov = float(((emb[cov_name] @ prompts.T).argmax(1) == y[cov_name]).float().mean())
     rows = [r for r in ROWS if detectors is None or r.detector in detectors or r.label in detectors]
+    if not rows:
+        raise OODLensError(f"no row of the text demo matches --detectors {','.join(detectors or [])}; "
+                           f"choose from {', '.join(sorted({r.detector for r in ROWS}))}")
     test_sets = list(splits.kinds)
     scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in ["test", "val", *test_sets]}
     fit_s: dict[str, float] = {}
