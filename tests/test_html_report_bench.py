@@ -109,3 +109,19 @@ def test_headline_names_the_best_detectors(result):
     assert f"best mean FPR95: **{fpr.idxmin()}** ({100 * fpr.min():.1f})" in text
     md = render_markdown(result)
     assert "| ID test " in md and "| ID " in md  # the ID row of the test-set table, with its size
+
+
+def test_full_spectrum_report():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 8, generator=g) * 3
+    (tr, ytr), (va, yva), (te, yte) = (_features(200, 0.0, s, centers) for s in (1, 2, 3))
+    sets = [TestSet("far", _features(100, 6.0, 6, centers)[0], "far")]
+    for sev in (1, 2):
+        f, y = _features(80, 0.7 * sev, 10 + sev, centers)
+        sets.append(TestSet(f"drift-{sev}", f, "covariate", y, "drift", sev))
+    r = run_benchmark(Benchmark("fs", tr, ytr, va, yva, te, yte, sets, covariate_mode="accept"), ["msp"], progress=False)
+    rep = build_report(r, plot_detectors=["msp"])
+    md = rep.to_markdown()
+    flagged = r.metric("flagged_at_95_id").loc["msp"]
+    assert "full-spectrum" in md and f"{100 * flagged['drift-2']:.1f}" in md
+    assert "shifted ID flagged" in rep.to_html()  # the severity plot in full-spectrum terms

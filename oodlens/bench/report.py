@@ -260,12 +260,16 @@ def _covariate(rep: HtmlReport, result: BenchmarkResult, order: list[str], chose
         else:
             acc = pd.DataFrame({t.name: result.set_accuracy.get(t.name, np.nan) for t in cov}, index=["accuracy"])
         rep.table(acc, caption="Classifier accuracy under each shift", percent=True, index_name="shift")
-    if figures and metric == "auroc" and any(t.severity is not None for t in cov):
+    if figures and any(t.severity is not None for t in cov):
         from ..plots import auroc_vs_severity
 
         data = {g: {d: {int(t.severity): 100 * float(wide.loc[d, t.name]) for t in ts if t.severity is not None}
                     for d in chosen} for g, ts in groups.items()}
-        rep.figure(auroc_vs_severity(data), caption="AUROC against shift severity, per shift (dotted: chance)")
+        if metric == "auroc":
+            rep.figure(auroc_vs_severity(data), caption="AUROC against shift severity, per shift (dotted: chance)")
+        else:
+            rep.figure(auroc_vs_severity(data, ylabel="shifted ID flagged (%)", chance=5.0),
+                       caption="Share of shifted ID flagged against severity (dotted: the 5 % of ID test flagged)")
 
 
 def _calibration(rep: HtmlReport, result: BenchmarkResult, order: list[str], chosen: list[str], figures: bool) -> None:
