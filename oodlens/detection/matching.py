@@ -91,3 +91,11 @@ def greedy_match(scores, d_boxes, d_group, g_boxes, g_group, thresholds=(0.5,), 
             det_gt[ti, d[last]] = g[last]
             taken[g[last]] = True
     return det_gt, rank, kept
+
+
+def assign(dets, gt, iou: float = 0.5) -> np.ndarray:
+    """Ground-truth row matched to each detection (−1 if none): class-agnostic COCO greedy matching per image
+    by decreasing confidence at IoU ≥ ``iou`` (every detection considered)."""
+    det_gt, _, _ = greedy_match(_np(dets.confidence).astype(np.float64), _np(dets.boxes), _np(dets.image),
+                                _np(gt.boxes), _np(gt.image), (iou,), None)
+    return det_gt[0]
