@@ -122,6 +122,11 @@ def _batches(data: Any, batch_size: int) -> tuple[Iterable, int | None]:
         data = TensorDataset(*data)
     elif isinstance(data, (list, tuple)) and not data:
         raise OODLensError("data is empty: no batches to extract from")
+    elif isinstance(data, list) and all(isinstance(d, torch.Tensor) for d in data):
+        shapes = {(d.ndim, *d.shape[1:]) for d in data}
+        if len(shapes) > 1:
+            raise OODLensError(f"a list is read as a list of batches, but these batches differ in shape "
+                               f"{[tuple(d.shape) for d in data]}; to pass (inputs, labels), use a tuple")
     if isinstance(data, DataLoader):
         try:
             n = len(data.dataset)  # type: ignore[arg-type]

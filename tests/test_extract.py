@@ -101,6 +101,8 @@ def test_list_is_batches_and_tuple_is_inputs_labels(model):
     assert torch.allclose(f["pool"], g["pool"], atol=1e-6)
     with pytest.raises(OODLensError, match="list of batches"):
         extract(model, tuple(xs), layers=["pool"], progress=False)
+    with pytest.raises(OODLensError, match="use a tuple"):  # [inputs, labels] written as a list
+        extract(model, [xs[0], torch.arange(3)], layers=["pool"], progress=False)
 
 
 @pytest.mark.parametrize("data", [[], (), iter([]), torch.empty(0, 1, 8, 8)])
