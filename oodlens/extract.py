@@ -123,9 +123,8 @@ def _batches(data: Any, batch_size: int) -> tuple[Iterable, int | None]:
     elif isinstance(data, (list, tuple)) and not data:
         raise OODLensError("data is empty: no batches to extract from")
     elif isinstance(data, list) and all(isinstance(d, torch.Tensor) for d in data):
-        shapes = {(d.ndim, *d.shape[1:]) for d in data}
-        if len(shapes) > 1:
-            raise OODLensError(f"a list is read as a list of batches, but these batches differ in shape "
+        if len({d.ndim for d in data}) > 1:  # batches may differ in length, not in rank
+            raise OODLensError(f"a list is read as a list of batches, but these batches differ in rank "
                                f"{[tuple(d.shape) for d in data]}; to pass (inputs, labels), use a tuple")
     if isinstance(data, DataLoader):
         try:
