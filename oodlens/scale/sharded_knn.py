@@ -3,14 +3,16 @@
 Each actor holds the L2-normalised rows of some shard files (bank rows numbered in file order, as the one-process
 fit on the same files sees them) and answers a block of queries with its own k best inner products
 (``detectors._knn_search.exact_topk``, the one-process search). The union of the shards' top-k lists holds the
-global top-k (every global neighbour is among its own shard's k best), so the merge — sort the S·k candidates by
-similarity, ties by bank index — gives the exact k-th neighbour. Its distance ‖ẑ − ẑ_(k)‖ is then computed directly
-by the shard that owns it (``kth_distance``, as ``KNN`` does: no cancellation in 2 − 2cos), so scores equal the
-one-process ``KNN(k).fit(all rows).score(z)`` up to float32 rounding of the products.
+global top-k (every global neighbour is among its own shard's k best), so the merge — sort the S·K candidates by
+similarity, ties by bank index — gives the exact top-K. As ``KNN.score`` does, K = k + 8 neighbours are kept and
+each shard also returns the direct distance ‖ẑ − x‖ of its candidates (``kth_distance``: no cancellation in
+2 − 2cos), so the k-th distance is chosen by the same near-tie rule (``_knn_search.tie_safe_kth_distance``:
+products within 2·D·2⁻²⁴ of the k-th are ranked by their exact distance) and the scores equal the one-process
+``KNN(k).fit(all rows).score(z)`` up to float32 rounding.
 
-Traffic per query: the query (4·D bytes) to each of S shards, k (similarity, index) pairs (12·k bytes) back from
-each, then one distance round trip to the owner. Actors restart on failure (``max_restarts=-1``) and rebuild from
-their files; calls are retried (``max_task_retries=-1``), so a killed worker changes no result.
+Traffic per query: the query (4·D bytes) to each of S shards and K (similarity, index, distance) triples (16·K bytes)
+back from each, one round trip. Actors restart on failure (``max_restarts=-1``) and rebuild from their files; calls
+are retried (``max_task_retries=-1``), so a killed worker changes no result.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch.nn.functional as F
 
 from .._checks import as_float
 from ..detectors._knn_search import exact_topk, kth_distance
+from ..detectors._neighbours import rescale_rows
+from ..detectors.knn import _TIE_MARGIN
 from ..errors import OODLensError
 from ..features import Features
 from ..safetensors_io import read_header
@@ -36,21 +40,18 @@ class _BankShard:
 
     def __init__(self, paths: list[str], feature: str, offset: int):
         rows = [read_shard(p, mmap=False)[0][feature] for p in paths]
-        self.bank = F.normalize(as_float(torch.cat(rows)).float(), dim=1).contiguous()
+        self.bank = F.normalize(rescale_rows(as_float(torch.cat(rows))).float(), dim=1).contiguous()
         self.offset = offset
 
     def size(self) -> int:
         return self.bank.shape[0]
 
     def topk(self, queries: bytes, k: int) -> bytes:
-        z = tensors_from_bytes(queries)["z"]
+        """This shard's k best (similarity, global index, direct distance) per query, (N, k) each."""
+        z = rescale_rows(tensors_from_bytes(queries)["z"])
         v, i = exact_topk(z, self.bank, min(k, self.bank.shape[0]), normalise=True)
-        return tensors_bytes({"v": v, "i": i + self.offset})
-
-    def distance(self, queries: bytes, rows: bytes) -> bytes:
-        t = tensors_from_bytes(rows)
-        z = tensors_from_bytes(queries)["z"][t["rows"]]
-        return tensors_bytes({"d": kth_distance(z, self.bank, t["local"])})
+        d = torch.stack([kth_distance(z, self.bank, i[:, j]) for j in range(i.shape[1])], 1)
+        return tensors_bytes({"v": v, "i": i + self.offset, "d": d})
 
     def pid(self) -> int:
         return os.getpid()
@@ -98,40 +99,45 @@ class ShardedKNN:
             raise OODLensError(f"queries have shape {tuple(z.shape)} but the sharded bank holds (N, {self.dim})")
         return z
 
+    def _merged(self, z: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Global top-``width`` (similarities, indices, distances), best first; equal similarities: lower index."""
+        ref = ray().put(tensors_bytes({"z": z}))
+        parts = [tensors_from_bytes(b) for b in self._get([s.topk.remote(ref, width) for s in self.shards])]
+        v, i, d = (torch.cat([p[key] for p in parts], 1) for key in ("v", "i", "d"))
+        by_index = torch.argsort(i, dim=1, stable=True)
+        v, i, d = v.gather(1, by_index), i.gather(1, by_index), d.gather(1, by_index)
+        order = torch.argsort(v, dim=1, descending=True, stable=True)[:, :width]
+        return v.gather(1, order), i.gather(1, order), d.gather(1, order)
+
     def neighbours(self, x: Features | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact merged top-k: (similarities, global bank indices), (N, k) each, best first (ties: lower index)."""
-        z = self._queries(x)
-        ref = ray().put(tensors_bytes({"z": z}))
-        parts = [tensors_from_bytes(b) for b in self._get([s.topk.remote(ref, self.k) for s in self.shards])]
-        v = torch.cat([p["v"] for p in parts], 1)
-        i = torch.cat([p["i"] for p in parts], 1)
-        by_index = torch.argsort(i, dim=1, stable=True)  # ties in similarity resolved by the lower bank index
-        v, i = v.gather(1, by_index), i.gather(1, by_index)
-        order = torch.argsort(v, dim=1, descending=True, stable=True)[:, : self.k]
-        return v.gather(1, order), i.gather(1, order)
+        v, i, _ = self._merged(self._queries(x), self.k)
+        return v, i
 
     def score(self, x: Features | torch.Tensor) -> torch.Tensor:
         """‖ẑ − ẑ_(k)‖ per query (higher = more OOD), as ``KNN.score``."""
         z = self._queries(x)
-        _, idx = self.neighbours(z)
-        kth = idx[:, -1]
-        owner = torch.searchsorted(torch.tensor(self.offsets), kth, right=True) - 1
-        ref = ray().put(tensors_bytes({"z": z}))
-        out = torch.empty(z.shape[0])
-        calls = []
-        for s, shard in enumerate(self.shards):
-            rows = (owner == s).nonzero().squeeze(1)
-            if rows.numel():
-                blob = tensors_bytes({"rows": rows, "local": kth[rows] - self.offsets[s]})
-                calls.append((rows, shard.distance.remote(ref, blob)))
-        for rows, d in zip([c[0] for c in calls], self._get([c[1] for c in calls])):
-            out[rows] = tensors_from_bytes(d)["d"]
-        return out
+        width = self.k + min(_TIE_MARGIN, self.n - self.k)
+        v, _, d = self._merged(z, width)
+        return kth_from_candidates(v, d, self.k, z.shape[1])
 
     def close(self) -> None:
         for s in self.shards:
             ray().kill(s)
         self.shards = []
+
+
+def kth_from_candidates(vals: torch.Tensor, dists: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """The k-th neighbour distance from the top-K candidates (similarities sorted descending, their direct distances),
+    by ``tie_safe_kth_distance``'s rule: where several products lie within 2γ_D (γ_D = D·2⁻²⁴) of the k-th, the
+    k-th distance is the (k − a)-th smallest distance among them, a = candidates surely above them."""
+    gamma = dim * 2.0 ** -24
+    s_k = vals[:, k - 1:k]
+    window = (vals - s_k).abs() <= 2 * gamma
+    above = (vals > s_k + 2 * gamma).sum(1)
+    ranked = torch.where(window, dists, torch.full_like(dists, float("inf"))).sort(1).values
+    tied = ranked.gather(1, (k - 1 - above).clamp(0, vals.shape[1] - 1)[:, None]).squeeze(1)
+    return torch.where(window.sum(1) > 1, tied, dists[:, k - 1])
 
 
 def _split(items: list[int], parts: int) -> list[list[int]]:
