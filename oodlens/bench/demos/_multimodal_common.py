@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -17,8 +18,32 @@ from ...multimodal.protocol import Benchmark
 from ...multimodal.trainer import TrainConfig, Trainer
 from ._multimodal_report import FPR
 
+@dataclass
+class Budget:
+    """The training budget and model width every variant of a multimodal demo shares."""
+
+    epochs: int = 20
+    start_epoch: int = 4
+    lr: float = 1e-3
+    batch_size: int = 32
+    hidden: int = 64
+    embed: int = 32
+
+    def train_args(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "start_epoch": self.start_epoch}
+
+
 #: label in the tables -> MultiOOD training preset
 VARIANTS = {"baseline": "baseline", "A2D": "a2d", "A2D+NP-Mix": "a2d_npmix"}
+
+
+def cache_folder(cache: str | Path | None, name: str) -> Path | None:
+    """``cache/name`` (created), or None when the demo runs without a cache."""
+    if cache is None:
+        return None
+    folder = Path(cache) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def train_variant(variant: str, build: Callable[[], MultimodalClassifier], data: Mapping[str, Any],

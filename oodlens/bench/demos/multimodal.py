@@ -30,7 +30,6 @@ from typing import Any, Sequence
 import torch
 
 from ...detectors import create, get_detector
-from ...errors import OODLensError
 from ...features import Features
 from ...fusion import ScoreFusion
 from ...metrics import ood_metrics
@@ -40,6 +39,7 @@ from ...multimodal.modality_fusion import ModalityWiseDetector
 from ...multimodal.protocol import Benchmark, evaluate
 from ..datasets.digit_sensors import SENSOR_DIMS, SENSORS, load_digit_sensors
 from . import _multimodal_common as _common
+from ._args import demo_options
 from ._multimodal_report import FPR
 
 SUMMARY = "three sensors of real digits (camera, projection profiles, edges): MultiOOD's A2D / NP-Mix over 3 seeds"
@@ -57,14 +57,10 @@ FUSION_MEMBERS = ("energy", "mahalanobis")
 
 
 @dataclass
-class SensorDemoConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
+class SensorDemoConfig(_common.Budget):
     epochs: int = 30
     start_epoch: int = 6
-    lr: float = 1e-3
-    batch_size: int = 32
-    hidden: int = 64
-    embed: int = 32
+    seeds: tuple[int, ...] = (0, 1, 2)
     variants: dict[str, str] = field(default_factory=lambda: dict(VARIANTS))
 
     @classmethod
@@ -120,13 +116,10 @@ def run_benchmark(cfg: SensorDemoConfig | None = None, data_seed: int = 0, detec
     detectors = list(detectors or DEFAULT_DETECTORS)
     for d in detectors:
         get_detector(d)  # unknown names raise with suggestions
-    cache_dir = None
-    if cache is not None:
-        cache_dir = Path(cache) / "multimodal-sensors"
-        cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = _common.cache_folder(cache, "multimodal-sensors")
     sensors = load_digit_sensors(data_seed)
     data = {"inputs": sensors.inputs, "labels": sensors.labels, "kinds": sensors.kinds}
-    train_args = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "start_epoch": cfg.start_epoch}
+    train_args = cfg.train_args()
     key = {"v": CACHE_VERSION, "data_seed": data_seed, "hidden": cfg.hidden, "embed": cfg.embed}
     out: dict[str, list] = {"results": [], "accuracy": [], "discrepancy": [], "fusion": [], "sensor_wise": []}
     notes: list[str] = []
@@ -165,16 +158,11 @@ def run_demo(args: Any) -> int:
     from ._multimodal_sensors_report import render, write
 
     t0 = time.perf_counter()
-    detectors = None
-    if getattr(args, "detectors", None):
-        detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
-        if not detectors:
-            raise OODLensError("--detectors is empty")
-    cfg = SensorDemoConfig.fast() if getattr(args, "fast", False) else SensorDemoConfig()  # ``fast``: tests only
-    res = run_benchmark(cfg, data_seed=int(getattr(args, "seed", 0)), detectors=detectors,
-                        cache=getattr(args, "cache", None), progress=not getattr(args, "no_progress", False))
+    opt = demo_options(args)
+    cfg = SensorDemoConfig.fast() if opt.fast else SensorDemoConfig()
+    res = run_benchmark(cfg, opt.seed, opt.detectors, opt.cache, opt.progress)
     text = render(res, time.perf_counter() - t0)
     print(text)
-    if getattr(args, "out", None):
-        write(res, text, Path(args.out))
+    if opt.out is not None:
+        write(res, text, opt.out)
     return 0

@@ -42,10 +42,10 @@ from typing import Any, Sequence
 import torch
 
 from ...detectors import available_detectors, get_detector
-from ...errors import OODLensError
 from ...multimodal.model import MultimodalClassifier, mlp_encoder
 from ...multimodal.protocol import evaluate
 from . import _multimodal_common as _common
+from ._args import demo_options
 from ._multimodal_report import html_report, render
 
 SUMMARY = "synthetic Gaussian two-modality benchmark with known ground truth (MultiOOD training variants)"
@@ -71,19 +71,13 @@ class SyntheticConfig:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(_common.Budget):
     data: SyntheticConfig = field(default_factory=SyntheticConfig)
-    epochs: int = 20
-    start_epoch: int = 4
-    lr: float = 1e-3
-    batch_size: int = 32
-    hidden: int = 64
-    embed: int = 32
 
     @classmethod
     def fast(cls) -> "DemoConfig":
         """A reduced configuration for tests (a few seconds)."""
-        return cls(SyntheticConfig(n_train=60, n_val=30, n_test=40, n_ood=160), epochs=6, start_epoch=2, batch_size=32)
+        return cls(data=SyntheticConfig(n_train=60, n_val=30, n_test=40, n_ood=160), epochs=6, start_epoch=2)
 
 
 # -- data -----------------------------------------------------------------------------------------------------
@@ -149,8 +143,7 @@ def train_variant(variant: str, data: dict[str, Any], cfg: DemoConfig, seed: int
                   progress: bool) -> tuple[MultimodalClassifier, dict[str, Any]]:
     """Train (or load from the cache) the model of one variant: ``baseline``, ``a2d``, ``a2d_npmix`` or
     ``a2d_feature_mixing``."""
-    args = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "start_epoch": cfg.start_epoch}
-    return _common.train_variant(variant, lambda: build_model(cfg, seed), data, args, seed, cache,
+    return _common.train_variant(variant, lambda: build_model(cfg, seed), data, cfg.train_args(), seed, cache,
                                  {"v": CACHE_VERSION, "demo": asdict(cfg)}, progress)
 
 
@@ -176,10 +169,7 @@ def run_benchmark(cfg: DemoConfig | None = None, seed: int = 0, detectors: Seque
     else:
         for d in detectors:
             get_detector(d)  # unknown names raise with suggestions
-    cache_dir = None
-    if cache is not None:
-        cache_dir = Path(cache) / "multimodal"
-        cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = _common.cache_folder(cache, "multimodal")
     data = make_synthetic(cfg.data, seed)
     frames, att_rows, acc_rows = [], [], []
     threads = torch.get_num_threads()
@@ -212,23 +202,17 @@ def _run_variant(label: str, variant: str, data: dict[str, Any], cfg: DemoConfig
 def run_demo(args: Any) -> int:
     """Entry point of ``oodlens demo multimodal-synthetic``."""
     t0 = time.perf_counter()
-    detectors = None
-    if getattr(args, "detectors", None):
-        detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
-        if not detectors:
-            raise OODLensError("--detectors is empty")
-    cfg = DemoConfig.fast() if getattr(args, "fast", False) else DemoConfig()  # ``fast``: tests only
-    res = run_benchmark(cfg, seed=int(getattr(args, "seed", 0)), detectors=detectors,
-                        cache=getattr(args, "cache", None), progress=not getattr(args, "no_progress", False))
+    opt = demo_options(args)
+    res = run_benchmark(DemoConfig.fast() if opt.fast else DemoConfig(), seed=opt.seed, detectors=opt.detectors,
+                        cache=opt.cache, progress=opt.progress)
     text = render(res, time.perf_counter() - t0)
     print(text)
-    out = getattr(args, "out", None)
-    if out:
-        folder = Path(out)
+    if opt.out is not None:
+        folder = opt.out
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "multimodal.md").write_text(text + "\n", encoding="utf-8")
         res["results"].to_csv(folder / "multimodal_results.csv", index=False)
         res["modality_wise"].to_csv(folder / "multimodal_modality_wise.csv", index=False)
         res["accuracy"].to_csv(folder / "multimodal_accuracy.csv", index=False)
-        html_report(res, time.perf_counter() - t0, {"seed": int(getattr(args, "seed", 0))}).write(folder / "multimodal.html")
+        html_report(res, time.perf_counter() - t0, {"seed": opt.seed}).write(folder / "multimodal.html")
     return 0
