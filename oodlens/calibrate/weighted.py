@@ -20,6 +20,8 @@ odds estimate the density ratio directly: ``ŵ(x) = c(x) / (1 − c(x)) ≈ q(x)
 * **cross-fitted**: calibration and unlabelled rows are cut into ``folds`` folds; each row's weight comes from
   the classifier fitted on the other folds (no row weighs itself); new inputs get the mean probability of the
   fold classifiers;
+* optionally on the first ``components`` principal directions of the pooled standardised features (a
+  lower-variance classifier when there are few unlabelled inputs and many feature dimensions);
 * **clipped**: ``c`` is clipped to ``[clip, 1 − clip]`` (weights in ``[clip/(1−clip), (1−clip)/clip]``), which
   bounds the influence of one calibration row and the variance of the p-value at the price of a bias where the
   sites barely overlap;
@@ -89,14 +91,19 @@ class DomainWeights:
     >>> dw.weights(batch_features)             # weights of new inputs (mean of the fold classifiers)
     """
 
-    def __init__(self, folds: int = 5, clip: float = 0.01, c: float = 1.0, max_iter: int = 500, seed: int = 0):
+    def __init__(self, folds: int = 5, clip: float = 0.01, c: float = 1.0, max_iter: int = 500, seed: int = 0,
+                 components: int | None = None):
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise OODLensError(f"folds must be an integer ≥ 2, got {folds!r}")
         if not 0.0 < float(clip) < 0.5:
             raise OODLensError(f"clip must be in (0, 0.5), got {clip!r}")
         if not float(c) > 0:
             raise OODLensError(f"c (inverse L2 strength) must be > 0, got {c!r}")
+        if components is not None and (isinstance(components, bool) or not isinstance(components, int)
+                                       or components < 1):
+            raise OODLensError(f"components must be a positive integer or None, got {components!r}")
         self.folds, self.clip, self.c, self.max_iter, self.seed = folds, float(clip), float(c), int(max_iter), seed
+        self.components = components
 
     @staticmethod
     def _matrix(x: Any, name: str) -> np.ndarray:
@@ -110,7 +117,15 @@ class DomainWeights:
         return rng.permutation(np.arange(n) % self.folds)
 
     def fit(self, source: Any, target: Any) -> "DomainWeights":
-        """Fit on calibration-site features ``source`` (n, D) and unlabelled new-site features ``target`` (m, D)."""
+        """Fit on calibration-site features ``source`` (n, D) and unlabelled new-site features ``target`` (m, D).
+
+        BLAS runs single-threaded here: the problems are small, and threads only contend on a busy machine."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self._fit(source, target)
+
+    def _fit(self, source: Any, target: Any) -> "DomainWeights":
         from sklearn.linear_model import LogisticRegression
 
         xs, xt = self._matrix(source, "source features"), self._matrix(target, "target features")
@@ -121,7 +136,12 @@ class DomainWeights:
                                f"{len(xs)} source and {len(xt)} target rows")
         both = np.concatenate([xs, xt])
         self.mean_, self.std_ = both.mean(0), both.std(0) + 1e-12
-        zs, zt = (xs - self.mean_) / self.std_, (xt - self.mean_) / self.std_
+        self.basis_ = None
+        if self.components is not None and self.components < xs.shape[1]:
+            # principal directions of the pooled, standardised rows (unsupervised: no domain label is used)
+            _, _, vt = np.linalg.svd((both - self.mean_) / self.std_, full_matrices=False)
+            self.basis_ = vt[:self.components].T
+        zs, zt = self._project(xs), self._project(xt)
         rng = np.random.default_rng(self.seed)
         fs, ft = self._fold_ids(len(xs), rng), self._fold_ids(len(xt), rng)
         prob_s, prob_t = np.empty(len(xs)), np.empty(len(xt))
@@ -144,6 +164,10 @@ class DomainWeights:
         self.domain_auroc_ = float(auroc(prob_s, prob_t))
         return self
 
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean_) / self.std_
+        return z if self.basis_ is None else z @ self.basis_
+
     def _odds(self, prob: np.ndarray) -> torch.Tensor:
         c = np.clip(prob, self.clip, 1.0 - self.clip)
         return torch.from_numpy(c / (1.0 - c))
@@ -155,8 +179,11 @@ class DomainWeights:
         x = self._matrix(features, "features")
         if x.shape[1] != len(self.mean_):
             raise OODLensError(f"features have width {x.shape[1]}, the domain classifier was fitted on {len(self.mean_)}")
-        z = (x - self.mean_) / self.std_
-        prob = np.mean([m.predict_proba(z)[:, 1] for m in self.models_], axis=0)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            z = self._project(x)
+            prob = np.mean([m.predict_proba(z)[:, 1] for m in self.models_], axis=0)
         return self._odds(prob)
 
     @property
@@ -170,12 +197,21 @@ class WeightedCalibrator:
     >>> wc = WeightedCalibrator(det.score(x_cal), cal_features, new_site_unlabelled_features)
     >>> wc.pvalues(det.score(x), features_of_x)      # valid for ID inputs of the new site (weights permitting)
     >>> wc.ess, wc.describe(det.score(x), features_of_x)
+    >>> WeightedCalibrator(other_det.score(x_cal), domain=wc.domain)   # same site weights, another detector
     """
 
-    def __init__(self, cal_scores: Any, cal_features: Any, target_features: Any, site: str = "new site",
-                 folds: int = 5, clip: float = 0.01, c: float = 1.0, seed: int = 0):
+    def __init__(self, cal_scores: Any, cal_features: Any = None, target_features: Any = None,
+                 site: str = "new site", folds: int = 5, clip: float = 0.01, c: float = 1.0, seed: int = 0,
+                 domain: DomainWeights | None = None):
         self.scores = as_scores(cal_scores, "calibration scores").to(torch.float64)
-        self.domain = DomainWeights(folds, clip, c, seed=seed).fit(cal_features, target_features)
+        if domain is None:
+            if cal_features is None or target_features is None:
+                raise OODLensError("WeightedCalibrator needs cal_features and target_features (unlabelled inputs of "
+                                   "the new site), or a fitted domain=DomainWeights(...)")
+            domain = DomainWeights(folds, clip, c, seed=seed).fit(cal_features, target_features)
+        elif not hasattr(domain, "models_"):
+            raise NotFittedError("domain (DomainWeights) is not fitted; call fit(source, target) first")
+        self.domain = domain
         if self.domain.n_source_ != self.scores.numel():
             raise OODLensError(f"{self.scores.numel()} calibration scores but {self.domain.n_source_} calibration "
                                f"feature rows")

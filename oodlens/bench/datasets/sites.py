@@ -3,10 +3,11 @@
 Each digit image is one "patient"; a site images it through its own acquisition model, with per-image parameters
 drawn from the site's ranges (scanners and protocols vary within a site too):
 
-    x = downsample_r( blur_σ( gain · u^γ ) ) + noise_η,   then upsampled back to 16×16 and clipped to [0, 1]
+    x = up_16( down_r( blur_σ( gain · u^γ ) ) ) + noise_η,   clipped to [0, 1]
 
 where ``u`` is the digit upsampled to 16×16 (bilinear), ``γ`` the contrast curve, ``σ`` the point-spread width,
-``r`` the acquisition resolution (16 or 8 pixels: low-resolution images lose detail) and ``η`` the noise level.
+``r`` the acquisition resolution (16 pixels, or 6 for low-resolution images, which lose detail) and ``η`` the noise
+level. Models see the images resized to 8×8 (:func:`model_input`), like a pipeline's fixed input size.
 
 * Sites **A** and **B** (training sites) cover overlapping ranges; site **C** (new, unseen at training) has higher
   γ, more blur, more noise and only low resolution — inside the tail of B's ranges, so weighting can reach it.
@@ -28,6 +29,7 @@ from .shifts import gaussian_blur
 
 ID_CLASSES = (0, 1, 2, 3, 4, 5)
 SIZE = 16
+LOW_RES = 6
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Site:
     gain: tuple[float, float]
     blur: tuple[float, float]
     noise: tuple[float, float]
-    low_res: float  # probability that an image is acquired at 8×8
+    low_res: float  # probability that an image is acquired at LOW_RES × LOW_RES
 
     def acquire(self, digits: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Image ``digits`` (N, 1, 8, 8) in [0, 1] through this site: (N, 1, 16, 16) in [0, 1]."""
@@ -50,7 +52,8 @@ class Site:
         u = F.interpolate(digits, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp(0, 1)
         x = gain[:, None, None, None] * u.pow(gamma[:, None, None, None])
         x = _blur_per_image(x, sigma)
-        small = F.interpolate(F.avg_pool2d(x, 2), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        small = F.interpolate(F.adaptive_avg_pool2d(x, LOW_RES), size=(SIZE, SIZE), mode="bilinear",
+                              align_corners=False)
         x = torch.where(low[:, None, None, None], small, x)
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         x = x + eta[:, None, None, None] * torch.randn(x.shape, generator=g)
@@ -74,7 +77,7 @@ def _blur_per_image(x: torch.Tensor, sigma: torch.Tensor, levels: int = 6) -> to
 SITES = {
     "A": Site("A", gamma=(0.6, 1.2), gain=(0.9, 1.1), blur=(0.3, 0.8), noise=(0.02, 0.08), low_res=0.0),
     "B": Site("B", gamma=(0.9, 1.9), gain=(0.75, 1.0), blur=(0.5, 1.3), noise=(0.05, 0.16), low_res=0.5),
-    "C": Site("C", gamma=(1.5, 2.2), gain=(0.7, 0.9), blur=(1.0, 1.5), noise=(0.12, 0.20), low_res=1.0),
+    "C": Site("C", gamma=(1.3, 2.0), gain=(0.72, 0.9), blur=(0.9, 1.4), noise=(0.10, 0.18), low_res=0.9),
 }
 #: patients (ID digit images) per site, and how many of A's and B's go to training
 PATIENTS = {"A": 400, "B": 400, "C": 280}
@@ -118,4 +121,9 @@ def load_sites_study(seed: int = 0) -> SitesStudy:
     return SitesStudy(images, labels, dict(SITES))
 
 
-__all__ = ["ID_CLASSES", "PATIENTS", "SITES", "Site", "SitesStudy", "load_sites_study"]
+def model_input(images: torch.Tensor) -> torch.Tensor:
+    """What the model sees: the 16×16 acquisitions resized to 8×8 (2×2 means)."""
+    return F.avg_pool2d(images, 2)
+
+
+__all__ = ["model_input", "ID_CLASSES", "PATIENTS", "SITES", "Site", "SitesStudy", "load_sites_study"]
