@@ -37,8 +37,10 @@ from .detectors.base import Detector
 from .errors import NotFittedError, OODLensError
 from .extract import extract
 from .features import Features
-from .fusion import combine_pvalues
-from .fusion.rules import P_RULES
+from .calibrate.explain import FeatureBank, drivers, explain_table
+from .calibrate.groups import GroupCalibrator, group_names
+from .fusion import Fused, combine_pvalues
+from .fusion.rules import P_RULES, member_pvalues, stack_scores
 from .safetensors_io import load_tensors, save_tensors
 
 _FORMAT = "oodlens-monitor"
@@ -84,7 +86,9 @@ class Monitor:
     def __init__(self, model: nn.Module | None, detectors: Any, calibration: Any, *,
                  layers: Sequence[str] | Mapping[str, str] | None = None, pool: str = "avg",
                  acceptance: float = 0.95, pvalues: str = "marginal", delta: float = 0.1,
-                 combine: str = "bonferroni", fit_data: Any = None, batch_size: int = 256):
+                 combine: str = "bonferroni", fit_data: Any = None, batch_size: int = 256,
+                 groups: Any = None, min_group: int = 40, bank: Any = None, bank_feature: str = "features",
+                 neighbours: int = 3):
         self._configure(model, detectors, layers, pool, acceptance, pvalues, delta, combine, batch_size)
         cal = self.features(calibration)
         if fit_data is not None:
@@ -97,7 +101,21 @@ class Monitor:
                 if len(hits):
                     raise OODLensError(f"calibration data overlaps detector {label!r}'s training data: {len(hits)} "
                                        f"of {cal.n} rows are identical to training rows; calibrate on held-out data")
-        self._calibrate({k: d.score(cal, batch_size=batch_size) for k, d in self.detectors.items()})
+        cal_scores = {k: d.score(cal, batch_size=batch_size) for k, d in self.detectors.items()}
+        self._calibrate(cal_scores)
+        self._explainers(cal_scores, groups, min_group, bank, bank_feature, neighbours)
+
+    def _explainers(self, cal_scores: Mapping[str, Any], groups: Any, min_group: int, bank: Any, bank_feature: str,
+                    neighbours: int) -> None:
+        """Group-conditional calibrators (when calibration ``groups`` are given) and the training feature bank."""
+        self.group_calibrators = None if groups is None else {
+            k: GroupCalibrator(s, groups, self.pvalue_method, self.delta, min_size=min_group)
+            for k, s in cal_scores.items()}
+        self.cal_groups = None if groups is None else group_names(groups, len(next(iter(cal_scores.values()))))
+        self.min_group, self.bank_feature = int(min_group), bank_feature
+        if bank is not None and not isinstance(bank, torch.Tensor):
+            bank = self.features(bank)[bank_feature] if isinstance(bank, (Features, Mapping)) else bank
+        self.bank = None if bank is None else FeatureBank(bank, k=neighbours)
 
     def _configure(self, model, detectors, layers, pool, acceptance, pvalues, delta, combine, batch_size) -> None:
         if model is not None and not isinstance(model, nn.Module):
@@ -153,10 +171,18 @@ class Monitor:
         return feats
 
     # -- per input -------------------------------------------------------------------------------------
-    def assess(self, batch: Any) -> "pd.DataFrame":  # noqa: F821
+    def assess(self, batch: Any, groups: Any = None, explain: bool | None = None) -> "pd.DataFrame":  # noqa: F821
         """One row per input: ``prediction`` (argmax of logits when available), ``score`` / ``score/<name>``,
         ``p_value`` (``p_value/<name>`` per detector when there are several), ``degree`` = 1 − p, ``flag``
-        (p ≤ 1 − acceptance) and ``reading`` (plain language)."""
+        (p ≤ 1 − acceptance) and ``reading`` (plain language).
+
+        ``groups``: the inputs' acquisition groups (site, scanner, …; one label or one per input) for a monitor
+        calibrated with ``groups=``: p-values are then Mondrian (within the input's group; unseen and small groups
+        pooled and named). ``explain`` (default: on when the monitor has groups or a feature ``bank``) adds
+        ``group`` (where each input was calibrated), ``quantile`` (the calibration quantile in words), ``nearest``
+        / ``nearest_distance`` (training examples from the bank), ``driver`` (the detector — or the fused
+        member — with the smallest p-value) and states them in ``reading``; ``df.attrs["unseen_groups"]`` names
+        test groups without calibration data."""
         import pandas as pd
 
         feats = self.features(batch)
@@ -164,7 +190,15 @@ class Monitor:
         if "logits" in feats:
             cols["prediction"] = feats["logits"].argmax(1).cpu().numpy()
         scores = {k: d.score(feats, batch_size=self.batch_size) for k, d in self.detectors.items()}
-        pvals = {k: self.calibrators[k].pvalues(s) for k, s in scores.items()}
+        grouped = None
+        if groups is not None:
+            if self.group_calibrators is None:
+                raise OODLensError("this monitor was calibrated without groups: pass groups=... (one per calibration "
+                                   "row) to Monitor(...) to assess with groups")
+            grouped = {k: self.group_calibrators[k].pvalues(s, groups) for k, s in scores.items()}
+            pvals = {k: g.pvalues for k, g in grouped.items()}
+        else:
+            pvals = {k: self.calibrators[k].pvalues(s) for k, s in scores.items()}
         single = len(scores) == 1
         for k in scores:
             suffix = "" if single else f"/{k}"
@@ -176,7 +210,30 @@ class Monitor:
         cols["degree"] = 1.0 - cols["p_value"]
         cols["flag"] = cols["p_value"] <= self.alpha + 1e-12
         cols["reading"] = self._readings(scores, pvals, p)
-        return pd.DataFrame(cols)
+        if explain if explain is not None else (self.group_calibrators is not None or self.bank is not None):
+            cols.update(self._explain(feats, scores, pvals, p, grouped))
+        df = pd.DataFrame(cols)
+        if grouped is not None:
+            df.attrs["unseen_groups"] = list(next(iter(grouped.values())).unseen)
+        return df
+
+    def _explain(self, feats: Features, scores: dict[str, torch.Tensor], pvals: dict[str, torch.Tensor],
+                 p: torch.Tensor, grouped: dict[str, Any] | None) -> dict[str, Any]:
+        """The interpretable-degree columns (:func:`oodlens.calibrate.explain.explain_table`)."""
+        names = list(scores)
+        if grouped is not None:
+            where = grouped[names[0]].calibrated_in  # the same groups for every detector
+            lines = {k: grouped[k].describe() for k in names}
+        else:
+            where, lines = None, {k: self.calibrators[k].describe(scores[k]) for k in names}
+        driver = drivers(pvals) if len(names) > 1 else _fused_driver(self.detectors[names[0]], feats)
+        # the calibration quantile of the detector that drives the degree (the only one when there is one)
+        source = driver[0] if len(names) > 1 else [names[0]] * len(p)
+        quantile = [lines[k][i].split(": ", 1)[1] for i, k in enumerate(source)]
+        bank_x = feats[self.bank_feature] if self.bank is not None else None
+        table = explain_table(p, quantile, where, self.bank, bank_x, driver)
+        table.pop("degree")
+        return table
 
     __call__ = assess
 
@@ -219,7 +276,25 @@ class Monitor:
         manifest = {"format": _FORMAT, "version": 1, "detectors": files, "layers": self.layers, "pool": self.pool,
                     "acceptance": self.acceptance, "pvalues": self.pvalue_method, "delta": self.delta,
                     "combine": self.combine, "batch_size": self.batch_size, "n_calibration": self.n_calibration}
+        manifest.update(self._save_explainers(folder))
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    def _save_explainers(self, folder: Path) -> dict[str, Any]:
+        """``explain.safetensors``: calibration scores in calibration order with their group codes, and the feature
+        bank; the manifest gains ``groups`` (names), ``min_group``, ``bank_feature`` and ``neighbours``."""
+        tensors: dict[str, torch.Tensor] = {}
+        extra: dict[str, Any] = {"min_group": self.min_group, "bank_feature": self.bank_feature,
+                                 "neighbours": None if self.bank is None else self.bank.k}
+        if self.group_calibrators is not None:
+            first = next(iter(self.group_calibrators.values()))
+            extra["groups"] = first.names
+            tensors["group_codes"] = first.codes
+            tensors.update({f"group_cal/{i}": g.scores for i, g in enumerate(self.group_calibrators.values())})
+        if self.bank is not None:
+            tensors["bank"] = self.bank.bank
+        if tensors:
+            save_tensors(tensors, folder / "explain.safetensors", {"oodlens": "monitor-explain"})
+        return extra
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> "Monitor":
@@ -243,7 +318,34 @@ class Monitor:
         mon._configure(model, dets, manifest["layers"], manifest["pool"], manifest["acceptance"],
                        manifest["pvalues"], manifest["delta"], manifest["combine"], manifest["batch_size"])
         mon._calibrate({k: tensors[i] for i, k in enumerate(dets)})
+        mon._load_explainers(folder, manifest, list(dets))
         return mon
+
+    def _load_explainers(self, folder: Path, manifest: dict[str, Any], labels: list[str]) -> None:
+        groups, neighbours = manifest.get("groups"), manifest.get("neighbours")
+        path = folder / "explain.safetensors"
+        tensors = load_tensors(path, mmap=False)[0] if (groups is not None or neighbours is not None) else {}
+        cal, codes = None, None
+        if groups is not None:
+            if not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+                raise OODLensError(f"{folder / 'manifest.json'}: field 'groups' must be a list of group names")
+            need = ["group_codes"] + [f"group_cal/{i}" for i in range(len(labels))]
+            missing = [k for k in need if k not in tensors]
+            if missing:
+                raise OODLensError(f"{path}: tensor(s) {missing} missing")
+            codes = tensors["group_codes"].long()
+            if codes.ndim != 1 or (codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= len(groups))):
+                raise OODLensError(f"{path}: 'group_codes' must be 1-D codes in 0..{len(groups) - 1}")
+            cal = {k: tensors[f"group_cal/{i}"] for i, k in enumerate(labels)}
+            for k, t in cal.items():
+                if t.shape != codes.shape:
+                    raise OODLensError(f"{path}: group calibration scores of {k!r} do not match 'group_codes'")
+        if neighbours is not None and "bank" not in tensors:
+            raise OODLensError(f"{path}: tensor 'bank' missing")
+        self._explainers(cal or {k: c.scores for k, c in self.calibrators.items()},
+                         None if codes is None else [groups[i] for i in codes.tolist()],
+                         int(manifest.get("min_group", 40)), tensors.get("bank"),
+                         str(manifest.get("bank_feature", "features")), int(neighbours or 3))
 
     def __repr__(self) -> str:
         return (f"Monitor(detectors={list(self.detectors)}, n_calibration={self.n_calibration}, "
@@ -317,6 +419,16 @@ def _calibration_scores(path: Path, count: int, n: int) -> list[torch.Tensor]:
             raise OODLensError(f"{path}: tensor 'cal/{i}' is not sorted (edited or corrupted)")
         out.append(t)
     return out
+
+
+def _fused_driver(det: Detector, feats: Features) -> tuple[list[str], torch.Tensor] | None:
+    """For a ``fused`` detector with a p-value rule: the member with the smallest p-value per input."""
+    if not isinstance(det, Fused) or det.method not in P_RULES or not hasattr(det, "cal_sorted_"):
+        return None
+    members = det.member_detectors()
+    scores, _ = stack_scores([m.score(feats) for m in members])
+    names = [f"{i}:{m.name}" if [x.name for x in members].count(m.name) > 1 else m.name for i, m in enumerate(members)]
+    return drivers(member_pvalues(scores, det.cal_sorted_), names)
 
 
 def _score_threshold(cal: ConformalCalibrator, alpha: float) -> float:

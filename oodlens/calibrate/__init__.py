@@ -14,6 +14,7 @@ unseen groups explicit) and :class:`WeightedCalibrator` (weighted conformal p-va
 cross-fitted domain classifier on unlabelled inputs of that site).
 """
 
+from .explain import FeatureBank, drivers, explain_table
 from .groups import POOLED, GroupCalibrator, GroupPValues, conditional_far_bound
 from .overlap import check_disjoint, overlapping_rows, row_hashes, rows_in_hashes
 from .pvalues import (
@@ -37,4 +38,5 @@ __all__ = [
     "overlapping_rows", "pvalue_table", "row_hashes", "rows_in_hashes", "screen", "storey_bh",
     "POOLED", "GroupCalibrator", "GroupPValues", "conditional_far_bound",
     "DomainWeights", "WeightedCalibrator", "effective_sample_size", "weighted_pvalues",
+    "FeatureBank", "drivers", "explain_table",
 ]
