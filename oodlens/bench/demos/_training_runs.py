@@ -6,7 +6,7 @@ same initialisation for a seed (``torch.manual_seed(seed)`` before building it),
 Outlier Exposure, energy fine-tuning and MixOE draw auxiliary outliers from 8×8 patches of scikit-learn's
 ``flower.jpg`` (a distribution that is never a test set). The data split is fixed (digits split seed 0); a seed
 changes the initialisation, batch order, augmentation and outlier draws. Trained weights are cached as
-safetensors under ``<cache>/training-v1``; scores come from registered detectors fitted on ID train features.
+safetensors under ``<cache>/training-v2``; scores come from registered detectors fitted on ID train features.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ...training import (NPOS, VOS, AbeT, ClassifierConfig, CrossEntropy, Energy
 from ...training.classifier import FeatureTap
 from ..datasets.digits import DigitsCNN, _photo_patches, load_digits_splits
 
-CACHE_VERSION = "training-v1"
+CACHE_VERSION = "training-v2"
 EPOCHS = 20
 #: queue sizes scaled to digits (≈ 108 training images per class): the reference's ratios K/S = 0.1, select/S = 0.05
 #: are kept; VOS starts at 40 % of the budget like the reference's epoch 40 of 100
