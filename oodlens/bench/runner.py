@@ -14,6 +14,7 @@ from .. import fusion  # noqa: F401  registers the "fused" detector so benchmark
 from ..detectors import Detector, create, detectors_for
 from ..errors import OODLensError
 from ..metrics import ood_metrics
+from .group_rates import calibrated_rate_rows
 from .protocol import Benchmark, TestSet
 from .tuning import fit_detector, tune
 
@@ -140,6 +141,7 @@ def _metrics_table(scores: dict[str, dict[str, np.ndarray]], bench: Benchmark, l
                 continue
             for metric, value in ood_metrics(id_scores, s[t.name], level).items():
                 rows.append({**base, "metric": metric, "value": value})
+        rows += calibrated_rate_rows(det, s, bench, level)  # FAR at the calibrated threshold, per set and group
     columns = ["detector", "test_set", "kind", "group", "severity", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)
 
