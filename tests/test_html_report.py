@@ -144,3 +144,17 @@ def test_from_markdown_reads_a_demo_text():
     assert "<p>Intro line more.</p>" in page
     with_title = HtmlReport.from_markdown("# T\n\n## A\n\nx\n\n## B\n\ny")
     assert with_title.title == "T" and with_title.section_names == ["A", "B"]
+
+
+def test_column_groups_one_html_table_split_markdown():
+    cols = pd.MultiIndex.from_tuples([("rotate", "1"), ("rotate", "2"), ("blur", "1")])
+    df = pd.DataFrame([[0.5, 0.9, 0.7], [0.6, 0.4, 0.8]], index=["a", "b"], columns=cols)
+    rep = HtmlReport("t").section("s").table(df, caption="AUROC", best="max", percent=True,
+                                             flag_cells=[("b", ("rotate", "2"))], index_name="detector")
+    page = rep.to_html()
+    assert "colspan='2' class='group gs'>rotate<" in page and "colspan='1' class='group gs'>blur<" in page
+    assert page.count("<table>") == 1 and "<td class='flag'>40.0</td>" in page
+    md = rep.to_markdown()
+    assert "**AUROC: rotate**" in md and "**AUROC: blur**" in md
+    rotate = md.split("**AUROC: rotate**")[1].split("**AUROC: blur**")[0]
+    assert "| b        | **60.0** |   40.0 † |" in rotate and "| a        |     50.0 | **90.0** |" in rotate

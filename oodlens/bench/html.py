@@ -65,6 +65,8 @@ th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; white-space: n
 thead th { background: var(--head); border-bottom: 2px solid #b9c1cf; text-align: right; font-weight: 600;
            vertical-align: bottom; white-space: normal; max-width: 9.5em; }
 thead th:first-child, tbody th, thead th.text { text-align: left; }
+thead th.group { text-align: center; border-bottom: 1px solid #b9c1cf; }
+th.gs, td.gs { border-left: 1px solid var(--line); }
 tbody th { font-weight: 500; }
 td { text-align: right; }
 td.text { text-align: left; white-space: normal; }
@@ -180,15 +182,32 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
 
     texty = [not any(numeric_cell(v) for v in df[c].tolist() if str(v).strip() not in ("", "–", "-"))
              for c in df.columns]
-    head = "".join(f"<th scope='col'{' class=' + chr(39) + 'text' + chr(39) if t else ''}>{_html.escape(str(n))}</th>"
-                   for n, t in zip([*names, *df.columns], [False] * len(names) + texty))
+    grouped = isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2
+    labels = [c[1] if grouped else c for c in df.columns]
+    starts = {j for j, c in enumerate(df.columns) if grouped and (j == 0 or df.columns[j - 1][0] != c[0])}
+
+    def th(n: Any, cls: list[str]) -> str:
+        return f"<th scope='col'{' class=' + chr(39) + ' '.join(cls) + chr(39) if cls else ''}>{_html.escape(str(n))}</th>"
+
+    head = "".join(th(n, []) for n in names) + "".join(
+        th(n, (["text"] if t else []) + (["gs"] if j in starts else [])) for j, (n, t) in enumerate(zip(labels, texty)))
+    if grouped:  # a first header row with one cell per group of columns (e.g. shift over its severities)
+        spans: list[list] = []
+        for c in df.columns:
+            if spans and spans[-1][0] == c[0]:
+                spans[-1][1] += 1
+            else:
+                spans.append([c[0], 1])
+        top = "".join(f"<th scope='col'></th>" for _ in names) + "".join(
+            f"<th scope='colgroup' colspan='{n}' class='group gs'>{_html.escape(str(g))}</th>" for g, n in spans)
+        head = f"{top}</tr><tr>{head}"
     rows = []
     for i, (key, row) in enumerate(df.iterrows()):
         cls = " ".join(x for x in ("warn" if key in warn else "", "mean" if key in means else "") if x)
         cells = [f"<th scope='row'>{_html.escape(str(key))}</th>"] if index else []
-        for c, v in zip(df.columns, row.tolist()):
+        for j, (c, v) in enumerate(zip(df.columns, row.tolist())):
             text, numeric = cell_text(v, percent, digits)
-            classes = [] if numeric_cell(v) else ["text"]
+            classes = ([] if numeric_cell(v) else ["text"]) + (["gs"] if j in starts else [])
             if (key, c) in flags or (markup and text.rstrip().endswith("†")):
                 classes.append("flag")
             if i in marked.get(c, ()) or (markup and text.strip().startswith("**") and text.strip().endswith("**")):
@@ -334,10 +353,26 @@ class HtmlReport:
             return "\n".join(f"> {line}" if line else ">" for line in payload.splitlines())
         if kind == "table":
             df, caption, kw = payload
-            md = markdown_table(df, percent=kw.get("percent", False), digits=kw.get("digits", 1),
-                                best=kw.get("best"), index=kw.get("index", True), index_name=kw.get("index_name"),
-                                mean_rows=kw.get("mean_rows", ()), flag_cells=kw.get("flag_cells", ()))
-            return (f"**{caption}**\n\n" if caption else "") + md
+
+            def one(part: Any, cap: str | None, best: Any, flags: Any) -> str:
+                md = markdown_table(part, percent=kw.get("percent", False), digits=kw.get("digits", 1), best=best,
+                                    index=kw.get("index", True), index_name=kw.get("index_name"),
+                                    mean_rows=kw.get("mean_rows", ()), flag_cells=flags)
+                return (f"**{cap}**\n\n" if cap else "") + md
+
+            best, flags = kw.get("best"), list(kw.get("flag_cells", ()))
+            if not (getattr(df.columns, "nlevels", 1) == 2):
+                return one(df, caption, best, flags)
+            # column groups: one narrow table per group, so that the terminal does not wrap a wide one
+            out = []
+            for group in dict.fromkeys(c[0] for c in df.columns):
+                cols = [c for c in df.columns if c[0] == group]
+                part = df[cols].copy()
+                part.columns = [c[1] for c in cols]
+                sub_best = best if not isinstance(best, Mapping) else {c[1]: best[c] for c in cols if c in best}
+                sub_flags = [(r, c[1]) for r, c in flags if c in cols]
+                out.append(one(part, f"{caption}: {group}" if caption else str(group), sub_best, sub_flags))
+            return "\n\n".join(out)
         if kind == "settings":
             return "\n".join(f"- {k}: {v}" for k, v in payload.items())
         return None  # figures and raw HTML

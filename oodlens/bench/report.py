@@ -239,17 +239,25 @@ def _covariate(rep: HtmlReport, result: BenchmarkResult, order: list[str], chose
     wide = result.metric(metric).reindex(order)
     rep.section("Covariate shift")
     rep.text("AUROC of ID test against each covariate-shifted set (the shift scored as if it were OOD: higher = the "
-             "detector notices the shift more). Columns are shift-severity." if metric == "auroc" else
+             "detector notices the shift more); columns: the shift, then its severity." if metric == "auroc" else
              "Share of covariate-shifted ID flagged at the threshold keeping 95 % of ID test (full-spectrum: shifted "
              "ID should be accepted, so lower is better).")
     groups: dict[str, list] = {}
     for t in cov:
         groups.setdefault(t.group or "shift", []).append(t)
-    for group, ts in groups.items():
-        table = wide[[t.name for t in ts]]
+    best = "max" if metric == "auroc" else "min"
+    if all(t.severity is not None for t in cov):  # one table: a column group per shift, one column per severity
+        table = wide[[t.name for ts in groups.values() for t in ts]]
+        table.columns = pd.MultiIndex.from_tuples([(g, str(t.severity)) for g, ts in groups.items() for t in ts])
         flags = [(d, c) for c in table.columns for d in table.index if metric == "auroc" and table.loc[d, c] < 0.5]
-        rep.table(table, caption=f"{group}", percent=True, flag_cells=flags,
-                  best="max" if metric == "auroc" else "min", index_name="detector")
+        what = "AUROC" if metric == "auroc" else "flagged"
+        rep.table(table, caption=f"{what}, shift × severity", percent=True, flag_cells=flags, best=best,
+                  index_name="detector")
+    else:
+        for group, ts in groups.items():
+            table = wide[[t.name for t in ts]]
+            flags = [(d, c) for c in table.columns for d in table.index if metric == "auroc" and table.loc[d, c] < 0.5]
+            rep.table(table, caption=f"{group}", percent=True, flag_cells=flags, best=best, index_name="detector")
     if result.set_accuracy:
         if all(t.severity is not None for t in cov):  # shift × severity
             acc = pd.DataFrame({f"severity {t.severity}": {g: np.nan for g in groups} for t in cov})
