@@ -73,7 +73,9 @@ class SHE(Detector):
     def _fit(self, train, labels, head, model) -> None:
         self._check_metric()
         z = as_float(train[self.features])
-        self.patterns_ = correct_class_means(z, labels.to(z.device), as_float(train[self.logits]), "SHE").to(torch.float32)
+        means = correct_class_means(z, labels.to(z.device), as_float(train[self.logits]), "SHE")
+        p32 = means.to(torch.float32)  # float32 unless the (float64) features are beyond its range
+        self.patterns_ = p32 if bool(torch.isfinite(p32).all()) else means
 
     def _score(self, x) -> torch.Tensor:
         self._check_metric()
