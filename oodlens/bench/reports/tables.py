@@ -62,7 +62,8 @@ def markdown_table(df: pd.DataFrame, percent: bool = True, digits: int = 1, best
         raise OODLensError(f"a table needs a pandas DataFrame, got {type(df).__name__}")
     means, flags = set(mean_rows), set(flag_cells)
     marked = best_cells(df, best, means, percent, digits)
-    header = ([index_name if index_name is not None else (df.index.name or "")] if index else []) + [str(c) for c in df.columns]
+    columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]  # two-level: "a b"
+    header = ([index_name if index_name is not None else (df.index.name or "")] if index else []) + columns
     body, numeric = [], [False] * len(header)
     for i, (key, row) in enumerate(df.iterrows()):
         cells = [f"*{key}*" if key in means else str(key)] if index else []
