@@ -425,8 +425,11 @@ def cli_cases(toy) -> None:
     import subprocess
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for split, feats, y in (("train", toy.train, toy.train_labels), ("val", toy.test_id, toy.test_id_labels),
-                                ("test", toy.test_id, toy.test_id_labels), ("ood", toy.test_ood, None)):
+        half = toy.test_id.n // 2
+        for split, feats, y in (("train", toy.train, toy.train_labels),
+                                ("val", toy.test_id.subset(slice(0, half)), toy.test_id_labels[:half]),
+                                ("test", toy.test_id.subset(slice(half, None)), toy.test_id_labels[half:]),
+                                ("ood", toy.test_ood, None)):
             d = {"features": feats["features"], "logits": feats["logits"]}
             if y is not None:
                 d["labels"] = y
