@@ -194,7 +194,7 @@ def discrepancy_figure(res: dict[str, Any]) -> "Any":
     """Bars: mean sensor discrepancy on ID test, near-OOD and far-OOD per training variant (± sd over seeds)."""
     import numpy as np
 
-    from ...plots._figure import colour, new_figure, style
+    from ...plots import colour, new_figure, style
 
     d = res["discrepancy"].groupby(["training", "set"], sort=False)["discrepancy"]
     mean, sd = d.mean(), d.std().fillna(0.0)
