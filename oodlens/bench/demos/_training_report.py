@@ -37,15 +37,7 @@ def pretty(agg: pd.DataFrame, titles: dict[str, str], own: bool) -> pd.DataFrame
                           "score": [s.removeprefix("own: ") for s in sub.score]})
     for m in METRICS:
         table[TITLES[m]] = [_cell(a, b) for a, b in zip(sub[m], sub[f"{m}_std"])]
-    return table.reset_index(drop=True)
-
-
-def markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    widths = [max(len(str(c)), *(len(str(v)) for v in df[c])) for c in cols]
-    line = lambda vals: "| " + " | ".join(str(v).ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] +
-                     [line(r) for r in df.itertuples(index=False)])
+    return table.set_index("method")
 
 
 def build(rows: list[dict[str, Any]], titles: dict[str, str], settings: dict[str, Any], notes: Sequence[str]) -> HtmlReport:
