@@ -28,7 +28,8 @@ def _key(s: np.float32) -> np.uint32:
 def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_roi: bool, ignore: int, shift: int,
                   counts: np.ndarray, touched: np.ndarray) -> tuple[int, int, int]:
     """Add the valid pixels per coarse bin to ``counts`` (zero on entry), listing each bin that gets its first
-    pixel in ``touched``; return (NaN scores, labels not 0 / 1 / ignore, number of touched bins)."""
+    pixel in ``touched``; return (NaN scores, labels not 0 / 1 / ignore, number of touched bins). Run on a
+    strided sample of a batch, it tells which bins the batch makes heavy."""
     bad_score = 0
     bad_label = 0
     n_touched = 0
@@ -52,21 +53,29 @@ def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_r
 
 @numba.njit(**_JIT)
 def add_pixels(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_roi: bool, ignore: int, shift: int,
-               page_of: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> int:
-    """Count valid pixels: in ``fine[page, 2·sub + label]`` where their coarse bin has a page (``page_of`` ≥ 0),
-    else in ``coarse[2·bin + label]``. Inputs were checked by :func:`coarse_counts`. Returns pixels added."""
+               page_of: np.ndarray, coarse: np.ndarray, fine: np.ndarray, sign: int) -> tuple[int, int]:
+    """Add (``sign`` = 1) or take out (−1) the valid pixels: in ``fine[page, 2·sub + label]`` where their coarse
+    bin has a page (``page_of`` ≥ 0), else in ``coarse[2·bin + label]``. NaN scores and labels other than
+    0 / 1 / ``ignore`` are skipped and counted: returns (NaN scores, bad labels)."""
     mask = np.uint32((1 << shift) - 1)
-    added = 0
+    bad_score = 0
+    bad_label = 0
     for i in range(scores.shape[0]):
         lab = labels[i]
         if lab == ignore or (use_roi and roi[i] == 0):
             continue
-        k = _key(scores[i])
+        s = scores[i]
+        if s != s:
+            bad_score += 1
+            continue
+        if lab > 1:
+            bad_label += 1
+            continue
+        k = _key(s)
         b = np.int64(k >> np.uint32(shift))
         p = page_of[b]
         if p >= 0:
-            fine[p, (np.int64(k & mask) << 1) | np.int64(lab)] += 1
+            fine[p, (np.int64(k & mask) << 1) | np.int64(lab)] += sign
         else:
-            coarse[(b << 1) | np.int64(lab)] += 1
-        added += 1
-    return added
+            coarse[(b << 1) | np.int64(lab)] += sign
+    return bad_score, bad_label

@@ -8,7 +8,8 @@ skipped) is counted in a two-level histogram over scale-free score bins (see :mo
 * *fine pages*: a coarse bin that holds more than ``heavy`` pixels (default 256) gets a page that counts every
   distinct float32 score in it apart (up to ``max_pages`` = 4 096 pages, heaviest bins first). Each batch is counted
   per coarse bin first and pages are handed out before its pixels are added, so a saturated score (MSP near
-  −1, millions of pixels in a few coarse bins) is resolved exactly from its first frame on.
+  −1, millions of pixels in a few coarse bins) is resolved exactly from its first frame on (the batch is
+  looked at through every 8th pixel for this, so the full pass over the pixels happens once).
 
 The ROC and precision–recall curves are then the exact curves of the binned scores:
 
@@ -39,6 +40,8 @@ from ..metrics.ood import Curve
 from ._validate import flat_pixels
 
 DEFAULT_BITS = 22
+#: pages are handed out from every SAMPLE-th pixel of a batch (a bin the batch fills heavily shows in the sample)
+SAMPLE = 8
 
 
 @dataclass(frozen=True)
@@ -140,31 +143,32 @@ class StreamingPixelMetrics:
         r = roi_a if use_roi else lab
         parts = np.linspace(0, s.shape[0], self.threads + 1).astype(np.int64)
 
-        def count(t: int) -> tuple[int, int, int]:
+        def count(t: int) -> tuple[int, int, int]:  # a 1-in-SAMPLE look at the batch: which bins get heavy
             a, b = parts[t], parts[t + 1]
-            return coarse_counts(s[a:b], lab[a:b], r[a:b], use_roi, self.ignore_index, self.shift, self._batch[t],
+            sl = slice(a, b, SAMPLE)
+            return coarse_counts(s[sl], lab[sl], r[sl], use_roi, self.ignore_index, self.shift, self._batch[t],
                                  self._touched[t])
 
         res = self._map(count)
-        bad_score, bad_label = sum(x[0] for x in res), sum(x[1] for x in res)
         touched = [self._touched[t, :res[t][2]] for t in range(self.threads)]
         try:
-            if not (bad_score or bad_label):
-                self._assign_pages(np.unique(np.concatenate(touched)) if self.threads > 1 else touched[0])
+            self._assign_pages(np.unique(np.concatenate(touched)) if self.threads > 1 else touched[0])
         finally:
             for t in range(self.threads):
                 self._batch[t, touched[t]] = 0
+
+        def add(t: int, sign: int = 1) -> tuple[int, int]:
+            a, b = parts[t], parts[t + 1]
+            return add_pixels(s[a:b], lab[a:b], r[a:b], use_roi, self.ignore_index, self.shift, self._page_of,
+                              self._coarse[t], self._fine[t], sign)
+
+        bad = self._map(add)
+        bad_score, bad_label = sum(x[0] for x in bad), sum(x[1] for x in bad)
         if bad_score or bad_label:
+            self._map(lambda t: add(t, -1))  # take the batch out again (the bad pixels were never counted)
             what = f"{bad_score} NaN score(s)" if bad_score else \
                 f"{bad_label} label(s) other than 0 (normal), 1 (anomaly) or {self.ignore_index} (ignore)"
             raise OODLensError(f"pixel scores/labels: {what}; nothing of this batch was counted")
-
-        def add(t: int) -> int:
-            a, b = parts[t], parts[t + 1]
-            return add_pixels(s[a:b], lab[a:b], r[a:b], use_roi, self.ignore_index, self.shift, self._page_of,
-                              self._coarse[t], self._fine[t])
-
-        self._map(add)
         self.n_frames += frames
         return self
 
@@ -179,7 +183,7 @@ class StreamingPixelMetrics:
             return
         batch = self._batch[:, idx].sum(0)
         before = (self._coarse[:, 2 * idx] + self._coarse[:, 2 * idx + 1]).sum(0)
-        heavy = batch + before > self.heavy
+        heavy = batch * SAMPLE + before > self.heavy
         cand, batch = idx[heavy], batch[heavy]
         if not cand.size:
             return
