@@ -16,7 +16,10 @@ def test_digits_demo_is_plausible(tmp_path):
     assert (auroc.loc["mahalanobis", far] > 0.9).all()
     assert auroc.loc["msp", "digits 6-9"] > 0.8
     # every registered detector whose needs the demo meets is in the table
-    assert set(result.detectors) == set(available_detectors()), set(available_detectors()) - set(result.detectors)
+    # every registered detector whose needs the demo meets is in the table (GL-MCM needs a vision-language
+    # model's local patch embeddings, which a CNN classifier does not have)
+    want = set(available_detectors()) - {"gl_mcm"}
+    assert set(result.detectors) == want, want - set(result.detectors)
     # severity: the classifier degrades with rotation, and Mahalanobis flags stronger rotations more
     assert result.set_accuracy["rotate-5"] < result.set_accuracy["rotate-1"]
     assert auroc.loc["mahalanobis", "rotate-5"] > auroc.loc["mahalanobis", "rotate-1"]

@@ -30,6 +30,7 @@ DETECTOR_PARAMS: dict[str, dict[str, Any]] = {
     "multi_mahalanobis": {"layers": ["layer1", "layer2", "layer3", "features"]},
     "rankfeat": {"features": "layer3_map"},
     "mahalanobis_noise": {"layer": "pool"},
+    "particul": {"maps": "layer3_map"},
 }
 #: smaller grids for the detectors that back-propagate through the model for every candidate
 PARAM_GRIDS: dict[str, dict[str, list]] = {
