@@ -56,7 +56,7 @@ def test_one_class_mahalanobis_is_the_distance_to_the_mean():
     got = det.score({"features": torch.tensor(test)}).double().numpy()
     want = _naive_min_mahalanobis(train, test, np.zeros(len(train), dtype=int))
     assert np.allclose(got, want, rtol=1e-4, atol=1e-3)
-    assert det.get_params() == {"features": "features"} and not det.needs_labels
+    assert det.get_params() == {"features": "features", "covariance": "auto"} and not det.needs_labels
 
 
 def test_kmeans_recovers_separated_clusters_and_is_deterministic():
@@ -116,3 +116,16 @@ def test_label_free_detectors_fit_without_labels():
             continue
         assert det.score(toy.test_id).shape == (toy.test_id.n,), name
     assert set(misdeclared) <= KNOWN_MISDECLARED, f"need labels but declare needs_labels = False: {misdeclared}"
+
+
+def test_one_class_mahalanobis_with_oas_shrinkage_matches_sklearn():
+    from sklearn.covariance import OAS
+
+    rng = np.random.default_rng(3)
+    train, test = rng.normal(size=(12, 10)), rng.normal(size=(5, 10))  # N < 2·D: "auto" shrinks
+    det = create("mahalanobis_one_class").fit({"features": torch.tensor(train)})
+    got = det.score({"features": torch.tensor(test)}).double().numpy()
+    oas = OAS(store_precision=True, assume_centered=False).fit(train)
+    diff = test - train.mean(0)
+    want = np.sum(diff @ oas.precision_ * diff, axis=1)
+    assert det.shrinkage_[0] > 0 and np.allclose(got, want, rtol=1e-4)

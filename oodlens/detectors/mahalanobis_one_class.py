@@ -7,7 +7,8 @@ ICLR 2021):
     score(x) = (z − μ)ᵀ Σ⁺ (z − μ)
 
 Needs no labels and no head. Implemented as :class:`~oodlens.detectors.ssd.SSD` (``clusters=1``,
-``normalise=False``); only the feature name is a hyper-parameter.
+``normalise=False``); hyper-parameters: the feature name and ``covariance`` (pseudo-inverse, OAS shrinkage or
+``"auto"``, see :mod:`oodlens.detectors.ssd`).
 """
 
 from __future__ import annotations
@@ -19,5 +20,5 @@ class MahalanobisOneClass(SSD):
     name = "mahalanobis_one_class"
     param_grid: dict = {}
 
-    def __init__(self, features: str = "features"):
-        super().__init__(clusters=1, normalise=False, features=features)
+    def __init__(self, features: str = "features", covariance: str = "auto"):
+        super().__init__(clusters=1, normalise=False, covariance=covariance, features=features)

@@ -16,8 +16,12 @@ pseudo-inverse drops eigenvalues below 1e-10 × the largest (numpy's ``pinv`` us
 Mahalanobis distance to the training mean (registered as ``mahalanobis_one_class``, a label-free variant of Lee
 et al. 2018's class-conditional score).
 
-Statistics by :func:`._gaussian_stats.gaussian_stats` with the clusters as classes (per-class scatters, float64);
-whiteners by :func:`.gmm.batched_whitener`; scoring projects row blocks onto all K whiteners in one product
+``covariance`` chooses each cluster's Σ_k⁺ (:func:`._gaussian.fit_whitener`): ``"empirical"`` is the reference's
+pseudo-inverse; ``"shrinkage"`` OAS-shrinks Σ_k; ``"auto"`` (default, as the other Gaussian detectors) shrinks a
+cluster with fewer than 2·D rows or an ill-conditioned covariance, else it is the pseudo-inverse — so small
+k-means clusters do not give degenerate distances.
+
+Statistics by :func:`._gaussian_stats.gaussian_stats` with the clusters as classes (per-class scatters, float64); scoring projects row blocks onto all K whiteners in one product
 (``_gaussian.centred_products``) and stores K·D² numbers.
 """
 
@@ -27,11 +31,10 @@ import torch
 
 from .._checks import as_float
 from ..errors import OODLensError
-from ._gaussian import centred_products
+from ._gaussian import centred_products, check_covariance_choice, fit_whitener
 from ._gaussian_stats import gaussian_stats
 from ._kmeans import kmeans
 from .base import Detector
-from .gmm import batched_whitener
 
 
 class SSD(Detector):
@@ -39,8 +42,9 @@ class SSD(Detector):
     param_grid = {"clusters": [1, 2, 4, 8, 16]}
 
     def __init__(self, clusters: int = 1, normalise: bool = True, iters: int = 100, seed: int = 0,
-                 features: str = "features"):
+                 covariance: str = "auto", features: str = "features"):
         self.clusters = clusters
+        self.covariance = check_covariance_choice(covariance)
         self.normalise = normalise
         self.iters = iters
         self.seed = seed
@@ -73,8 +77,14 @@ class SSD(Detector):
         covs = stats.class_covariances()
         if not float(torch.diagonal(covs, dim1=1, dim2=2).sum()) > 0:
             raise OODLensError("SSD: all training features are identical (zero variance)")
-        w, _, _ = batched_whitener(covs)
-        k, d, _ = w.shape
+        k, d, _ = covs.shape
+        w = torch.zeros(k, d, d, dtype=torch.float64, device=covs.device)
+        shrink = []
+        for c in range(k):  # K eigendecompositions at fit (K is small); kept directions fill the first columns
+            wc, rho = fit_whitener(covs[c], int(stats.counts[c]), self.covariance, f"SSD cluster {c} covariance")
+            w[c, :, :wc.shape[1]] = wc
+            shrink.append(rho)
+        self.shrinkage_ = shrink
         self.whiten_ = w.permute(1, 0, 2).reshape(d, k * d)  # [W_1 | … | W_K]
         self.means_white_ = torch.einsum("kd,kde->ke", stats.means, w)
         self.cluster_sizes_ = stats.counts.long().tolist()
