@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from ..errors import OODLensError
 
@@ -46,15 +47,20 @@ def task_pool(size: int):
 
 
 def raise_cause(error: BaseException) -> None:
-    """Re-raise the OODLensError a Ray worker raised (wrapped by Ray in a RayTaskError or a Ray Data error) as a
-    plain OODLensError with the worker's message; return if there is none."""
+    """Re-raise the OODLensError a Ray worker raised (wrapped by Ray in a RayTaskError, a Ray Data
+    UserCodeException, ...) as a plain OODLensError with the worker's message; return if there is none."""
     seen = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, OODLensError):
+            text = str(e).strip()
+            if "RayTaskError" in type(e).__name__:  # Ray's dual class: the message ends the traceback text
+                text = text.splitlines()[-1].split(": ", 1)[-1] if text else text
+            raise OODLensError(text) from None
         cause = getattr(e, "cause", None)
-        if isinstance(cause, OODLensError):
-            raise OODLensError(str(cause)) from None
-        if isinstance(e, OODLensError) and type(e) is not OODLensError and "RayTaskError" in type(e).__name__:
-            raise OODLensError(str(e).strip().splitlines()[-1]) from None
-        e = cause if cause is not None else (e.__cause__ or e.__context__)
+        e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
+    # Ray Data keeps only the worker's traceback text: its last 'oodlens.errors.<Error>: message' line
+    found = re.findall(r"^oodlens\.errors\.\w+: (.+)$", str(error), flags=re.M)
+    if found:
+        raise OODLensError(found[-1]) from None
