@@ -90,11 +90,11 @@ def _known_tp(dets: Detections, gt: GroundTruth, known: np.ndarray) -> np.ndarra
     return tp
 
 
-def a_ose(dets: Detections, gt: GroundTruth, flagged: Any) -> int:
+def a_ose(dets: Detections, gt: GroundTruth, flagged: Any, known_tp: np.ndarray | None = None) -> int:
     """Absolute open-set error: known-labelled detections, not true positives of a known object, on an unknown
-    object (IoU ≥ 0.5)."""
+    object (IoU ≥ 0.5). ``known_tp`` (N,): precomputed true-positive mask of the known-labelled detections."""
     known = ~_mask(flagged, dets.n)
-    tp = _known_tp(dets, gt, known)
+    tp = _known_tp(dets, gt, known) if known_tp is None else known_tp
     return int(_overlaps_unknown(dets, gt, known & ~tp).sum())
 
 
@@ -111,10 +111,11 @@ def _overlaps_unknown(dets: Detections, gt: GroundTruth, sel: np.ndarray, iou: f
     return out
 
 
-def wilderness_impact(dets: Detections, gt: GroundTruth, flagged: Any, recall: float = 0.8) -> float:
+def wilderness_impact(dets: Detections, gt: GroundTruth, flagged: Any, recall: float = 0.8,
+                      known_tp: np.ndarray | None = None) -> float:
     """WI = P_K / P_{K∪U} − 1 at the given known-class recall level (pooled over classes)."""
     known = ~_mask(flagged, dets.n)
-    tp = _known_tp(dets, gt, known)
+    tp = _known_tp(dets, gt, known) if known_tp is None else known_tp
     fp_u = _overlaps_unknown(dets, gt, known & ~tp)
     d = np.flatnonzero(known)
     cls, conf = _np(dets.classes)[d], _np(dets.confidence)[d].astype(np.float64)
@@ -143,8 +144,10 @@ def open_set_metrics(dets: Detections, gt: GroundTruth, flagged: Any, scores: An
     r = average_precision(_np(kd.confidence), _np(kd.boxes), _np(kd.image), _np(kd.classes), _np(gt.boxes),
                           _np(gt.image), _np(gt.labels), dets.num_classes)
     out = {"known_map": r.ap(), "known_ap50": r.ap(0.5)}
+    tp = np.zeros(dets.n, bool)  # true positives at IoU 0.5, from the same matching as the known mAP
+    tp[known] = r.det_gt[np.flatnonzero(np.isclose(r.iou_thresholds, 0.5))[0]] >= 0
     out.update(unknown_recall(dets, gt, f, scores))
     out["unknown_ap50"] = unknown_ap(dets, gt, f, scores)
-    out["a_ose"] = a_ose(dets, gt, f)
-    out[f"wi@{wi_recall:g}"] = wilderness_impact(dets, gt, f, wi_recall)
+    out["a_ose"] = a_ose(dets, gt, f, tp)
+    out[f"wi@{wi_recall:g}"] = wilderness_impact(dets, gt, f, wi_recall, tp)
     return out

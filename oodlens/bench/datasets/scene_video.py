@@ -73,7 +73,7 @@ def make_videos(n_videos: int, n_frames: int = 16, *, size: int = 64, seed: int 
         return np.where(q > span, 2 * span - q, q)
 
     images, sem, inst, frame, video = [], [], [], [], []
-    rows: dict[str, list] = {"image": [], "boxes": [], "label": [], "kind": [], "track": []}
+    rows: dict[str, list] = {"image": [], "boxes": [], "track": []}
     for v in range(n_videos):
         objs = np.flatnonzero(video_of == v)
         for f in range(n_frames):
@@ -90,15 +90,17 @@ def make_videos(n_videos: int, n_frames: int = 16, *, size: int = 64, seed: int 
             boxes, vis = _tight_boxes(ins, len(pl))
             k = len(images)
             images.append(img), sem.append(s), inst.append(ins), frame.append(f), video.append(v)
-            for j in np.flatnonzero(vis.numpy()):
-                o = live[j]
-                rows["image"].append(k), rows["boxes"].append(boxes[j]), rows["label"].append(patches[o].label)
-                rows["kind"].append(patches[o].kind), rows["track"].append(int(o))
+            vis_np = vis.numpy()
+            rows["image"].append(np.full(int(vis_np.sum()), k)), rows["boxes"].append(boxes[vis])
+            rows["track"].append(live[vis_np])
     h = size
-    objects = ObjectTable(torch.tensor(rows["image"], dtype=torch.long),
-                          torch.stack(rows["boxes"]) if rows["boxes"] else torch.zeros(0, 4),
-                          torch.tensor(rows["label"], dtype=torch.long), torch.tensor(rows["kind"], dtype=torch.long),
-                          torch.tensor(rows["track"], dtype=torch.long))
+    label_of = np.array([p.label for p in patches], dtype=np.int64)
+    kind_of = np.array([p.kind for p in patches], dtype=np.int64)
+    track = np.concatenate(rows["track"]) if rows["track"] else np.zeros(0, np.int64)
+    objects = ObjectTable(torch.from_numpy(np.concatenate(rows["image"]) if rows["image"] else np.zeros(0, np.int64)),
+                          torch.cat(rows["boxes"]) if rows["boxes"] else torch.zeros(0, 4),
+                          torch.from_numpy(label_of[track]), torch.from_numpy(kind_of[track]),
+                          torch.from_numpy(track.astype(np.int64)))
     return Scenes(torch.stack(images) if images else torch.zeros(0, 3, h, h),
                   torch.stack(sem) if sem else torch.zeros(0, h, h, dtype=torch.uint8),
                   torch.stack(inst) if inst else torch.zeros(0, h, h, dtype=torch.int32), objects,
