@@ -200,6 +200,9 @@ def logistic_regression(z: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_it
         theta, f_old, f = new, f, f_new
         if float(grad.abs().max()) < tol or abs(float(f_old - f)) <= tol * max(1.0, abs(float(f))):
             break
+    if not bool(torch.isfinite(theta).all()):  # e.g. separable validation data with a huge logistic_c
+        raise OODLensError(f"logistic fusion did not converge (non-finite weights with logistic_c={c:g}); "
+                           "lower logistic_c (stronger regularisation)")
     return theta[:-1].clone(), theta[-1].clone()
 
 
