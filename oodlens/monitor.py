@@ -39,6 +39,7 @@ from .extract import extract
 from .features import Features
 from .calibrate.explain import FeatureBank, drivers, explain_table
 from .calibrate.groups import GroupCalibrator, group_names
+from .calibrate.weighted import DomainWeights, WeightedCalibrator
 from .fusion import Fused, combine_pvalues
 from .fusion.rules import P_RULES, member_pvalues, stack_scores
 from .safetensors_io import load_tensors, save_tensors
@@ -104,6 +105,27 @@ class Monitor:
         cal_scores = {k: d.score(cal, batch_size=batch_size) for k, d in self.detectors.items()}
         self._calibrate(cal_scores)
         self._explainers(cal_scores, groups, min_group, bank, bank_feature, neighbours)
+        # for adapt(): calibration scores in calibration order, beside the features the domain classifier reads
+        self._ordered = {k: v.detach().double().cpu() for k, v in cal_scores.items()}
+        self.domain_features = cal[bank_feature].detach().cpu() if bank_feature in cal else None
+        self.sites: dict[str, DomainWeights] = {}
+
+    def adapt(self, site: str, unlabelled: Any, folds: int = 5, clip: float = 0.01, c: float = 1.0,
+              components: int | None = None, seed: int = 0) -> DomainWeights:
+        """Prepare weighted conformal p-values for a new ``site`` from its *unlabelled* inputs (Tibshirani et al.,
+        NeurIPS 2019; :class:`~oodlens.calibrate.WeightedCalibrator`): a cross-fitted, clipped domain classifier on
+        the ``bank_feature`` features of the calibration data vs ``unlabelled``. Afterwards ``assess(batch,
+        groups=site)`` uses the weighted p-values for that site's rows. Returns the fitted weights (``.ess_``:
+        effective calibration sample size; ``.domain_auroc_``: how separable the site is)."""
+        if self.domain_features is None or self._ordered is None:
+            raise OODLensError(f"adapt needs the calibration features {self.bank_feature!r} (not in the calibration "
+                               "data, or this monitor was saved without them): build the Monitor with them")
+        name = str(site)
+        group_names([name], 1, "site")
+        x = self.features(unlabelled)[self.bank_feature]
+        self.sites[name] = DomainWeights(folds, clip, c, seed=seed, components=components).fit(
+            self.domain_features, x)
+        return self.sites[name]
 
     def _explainers(self, cal_scores: Mapping[str, Any], groups: Any, min_group: int, bank: Any, bank_feature: str,
                     neighbours: int) -> None:
@@ -190,15 +212,7 @@ class Monitor:
         if "logits" in feats:
             cols["prediction"] = feats["logits"].argmax(1).cpu().numpy()
         scores = {k: d.score(feats, batch_size=self.batch_size) for k, d in self.detectors.items()}
-        grouped = None
-        if groups is not None:
-            if self.group_calibrators is None:
-                raise OODLensError("this monitor was calibrated without groups: pass groups=... (one per calibration "
-                                   "row) to Monitor(...) to assess with groups")
-            grouped = {k: self.group_calibrators[k].pvalues(s, groups) for k, s in scores.items()}
-            pvals = {k: g.pvalues for k, g in grouped.items()}
-        else:
-            pvals = {k: self.calibrators[k].pvalues(s) for k, s in scores.items()}
+        pvals, where, lines, unseen = self._calibrated(scores, feats, groups)
         single = len(scores) == 1
         for k in scores:
             suffix = "" if single else f"/{k}"
@@ -210,22 +224,55 @@ class Monitor:
         cols["degree"] = 1.0 - cols["p_value"]
         cols["flag"] = cols["p_value"] <= self.alpha + 1e-12
         cols["reading"] = self._readings(scores, pvals, p)
-        if explain if explain is not None else (self.group_calibrators is not None or self.bank is not None):
-            cols.update(self._explain(feats, scores, pvals, p, grouped))
+        if explain if explain is not None else (self.group_calibrators is not None or self.bank is not None
+                                                or bool(self.sites)):
+            cols.update(self._explain(feats, scores, pvals, p, where, lines))
         df = pd.DataFrame(cols)
-        if grouped is not None:
-            df.attrs["unseen_groups"] = list(next(iter(grouped.values())).unseen)
+        if unseen is not None:
+            df.attrs["unseen_groups"] = unseen
         return df
 
+    def _calibrated(self, scores: dict[str, torch.Tensor], feats: Features, groups: Any):
+        """Per detector p-values, and with ``groups``: where each row was calibrated, the quantile lines and the
+        unseen groups. Rows of an adapted site get weighted p-values; others Mondrian (or marginal without
+        calibration groups)."""
+        names = list(scores)
+        if groups is None:
+            return {k: self.calibrators[k].pvalues(s) for k, s in scores.items()}, None, None, None
+        n = int(next(iter(scores.values())).numel())
+        labels = group_names(groups, n, "test groups")
+        if self.group_calibrators is None and not all(g in self.sites for g in labels):
+            raise OODLensError("this monitor was calibrated without groups: pass groups=... (one per calibration row) "
+                               f"to Monitor(...), or adapt() each site first (adapted: {sorted(self.sites)})")
+        if self.group_calibrators is not None:
+            grouped = {k: self.group_calibrators[k].pvalues(s, labels) for k, s in scores.items()}
+            pvals = {k: g.pvalues.clone() for k, g in grouped.items()}
+            where, unseen = list(grouped[names[0]].calibrated_in), list(grouped[names[0]].unseen)
+            lines = {k: g.describe() for k, g in grouped.items()}
+        else:
+            pvals = {k: self.calibrators[k].pvalues(s).double() for k, s in scores.items()}
+            where, unseen = ["all"] * n, []
+            lines = {k: self.calibrators[k].describe(s) for k, s in scores.items()}
+        for site in sorted({g for g in labels if g in self.sites}):
+            rows = torch.tensor([i for i, g in enumerate(labels) if g == site], dtype=torch.long)
+            domain = self.sites[site]
+            w = domain.weights(feats[self.bank_feature][rows])
+            for k in names:
+                wc = WeightedCalibrator(self._ordered[k], site=f"site {site!r}", domain=domain)
+                s_rows = scores[k][rows]
+                pvals[k][rows] = wc.pvalues(s_rows, weights=w).to(pvals[k].device, pvals[k].dtype)
+                for i, line in zip(rows.tolist(), wc.describe(s_rows, weights=w)):
+                    lines[k][i] = line
+            for i in rows.tolist():
+                where[i] = site
+        return pvals, where, lines, [u for u in unseen if u not in self.sites]
+
     def _explain(self, feats: Features, scores: dict[str, torch.Tensor], pvals: dict[str, torch.Tensor],
-                 p: torch.Tensor, grouped: dict[str, Any] | None) -> dict[str, Any]:
+                 p: torch.Tensor, where: list[str] | None, lines: dict[str, list[str]] | None) -> dict[str, Any]:
         """The interpretable-degree columns (:func:`oodlens.calibrate.explain.explain_table`)."""
         names = list(scores)
-        if grouped is not None:
-            where = grouped[names[0]].calibrated_in  # the same groups for every detector
-            lines = {k: grouped[k].describe() for k in names}
-        else:
-            where, lines = None, {k: self.calibrators[k].describe(scores[k]) for k in names}
+        if lines is None:
+            lines = {k: self.calibrators[k].describe(scores[k]) for k in names}
         driver = drivers(pvals) if len(names) > 1 else _fused_driver(self.detectors[names[0]], feats)
         # the calibration quantile of the detector that drives the degree (the only one when there is one)
         source = driver[0] if len(names) > 1 else [names[0]] * len(p)
@@ -292,7 +339,14 @@ class Monitor:
             tensors.update({f"group_cal/{i}": g.scores for i, g in enumerate(self.group_calibrators.values())})
         if self.bank is not None:
             tensors["bank"] = self.bank.bank
-        if tensors:
+        if tensors or self.sites:  # then also what adapt() needs, and every adapted site's domain classifier
+            extra["sites"] = list(self.sites)
+            for i, dw in enumerate(self.sites.values()):
+                tensors.update({f"site/{i}/{k}": v for k, v in dw.state().items()})
+            if self._ordered is not None:
+                tensors.update({f"ordered/{i}": v for i, v in enumerate(self._ordered.values())})
+            if self.domain_features is not None:
+                tensors["domain_features"] = self.domain_features
             save_tensors(tensors, folder / "explain.safetensors", {"oodlens": "monitor-explain"})
         return extra
 
@@ -322,9 +376,11 @@ class Monitor:
         return mon
 
     def _load_explainers(self, folder: Path, manifest: dict[str, Any], labels: list[str]) -> None:
-        groups, neighbours = manifest.get("groups"), manifest.get("neighbours")
+        groups, neighbours, sites = manifest.get("groups"), manifest.get("neighbours"), manifest.get("sites")
         path = folder / "explain.safetensors"
-        tensors = load_tensors(path, mmap=False)[0] if (groups is not None or neighbours is not None) else {}
+        tensors = load_tensors(path, mmap=False)[0] if path.is_file() else {}
+        if (groups is not None or neighbours is not None or sites) and not tensors:
+            raise OODLensError(f"{path} is missing (the manifest lists groups, a feature bank or adapted sites)")
         cal, codes = None, None
         if groups is not None:
             if not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
@@ -346,6 +402,18 @@ class Monitor:
                          None if codes is None else [groups[i] for i in codes.tolist()],
                          int(manifest.get("min_group", 40)), tensors.get("bank"),
                          str(manifest.get("bank_feature", "features")), int(neighbours or 3))
+        ordered = [tensors.get(f"ordered/{i}") for i in range(len(labels))]
+        self._ordered = dict(zip(labels, ordered)) if all(t is not None for t in ordered) else None
+        self.domain_features = tensors.get("domain_features")
+        if not (sites is None or (isinstance(sites, list) and all(isinstance(x, str) for x in sites))):
+            raise OODLensError(f"{folder / 'manifest.json'}: field 'sites' must be a list of site names")
+        if sites and (self._ordered is None or any(t.shape != (self.n_calibration,) for t in ordered)):
+            raise OODLensError(f"{path}: calibration scores for the adapted sites are missing or of the wrong size")
+        self.sites = {}
+        for i, name in enumerate(sites or []):
+            prefix = f"site/{i}/"
+            self.sites[name] = DomainWeights.from_state({k[len(prefix):]: v for k, v in tensors.items()
+                                                         if k.startswith(prefix)})
 
     def __repr__(self) -> str:
         return (f"Monitor(detectors={list(self.detectors)}, n_calibration={self.n_calibration}, "

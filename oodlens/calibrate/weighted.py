@@ -145,15 +145,17 @@ class DomainWeights:
         rng = np.random.default_rng(self.seed)
         fs, ft = self._fold_ids(len(xs), rng), self._fold_ids(len(xt), rng)
         prob_s, prob_t = np.empty(len(xs)), np.empty(len(xt))
-        self.models_ = []
+        coefs, intercepts = [], []
         for k in range(self.folds):
             x = np.concatenate([zs[fs != k], zt[ft != k]])
             y = np.concatenate([np.zeros(int((fs != k).sum())), np.ones(int((ft != k).sum()))])
             clf = LogisticRegression(C=self.c, class_weight="balanced", max_iter=self.max_iter)
             clf.fit(x, y)
-            self.models_.append(clf)
+            coefs.append(clf.coef_[0].copy())
+            intercepts.append(float(clf.intercept_[0]))
             prob_s[fs == k] = clf.predict_proba(zs[fs == k])[:, 1]
             prob_t[ft == k] = clf.predict_proba(zt[ft == k])[:, 1]
+        self.coef_, self.intercept_ = np.stack(coefs), np.asarray(intercepts)  # the fold classifiers, (K, d), (K,)
         self.source_weights_ = self._odds(prob_s)
         self.target_weights_ = self._odds(prob_t)
         self.ess_ = effective_sample_size(self.source_weights_)
@@ -174,7 +176,7 @@ class DomainWeights:
 
     def weights(self, features: Any) -> torch.Tensor:
         """Weights (float64, (N,)) of new inputs: clipped odds of the fold classifiers' mean probability."""
-        if not hasattr(self, "models_"):
+        if not hasattr(self, "coef_"):
             raise NotFittedError("DomainWeights is not fitted; call fit(source, target) first")
         x = self._matrix(features, "features")
         if x.shape[1] != len(self.mean_):
@@ -183,8 +185,42 @@ class DomainWeights:
 
         with threadpool_limits(1):
             z = self._project(x)
-            prob = np.mean([m.predict_proba(z)[:, 1] for m in self.models_], axis=0)
+            prob = (1.0 / (1.0 + np.exp(-(z @ self.coef_.T + self.intercept_)))).mean(1)
         return self._odds(prob)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Fitted state as tensors (safetensors-friendly; no pickle): everything :meth:`weights` and the
+        calibration weights need."""
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("DomainWeights is not fitted; call fit(source, target) first")
+        out = {"coef": self.coef_, "intercept": self.intercept_, "mean": self.mean_, "std": self.std_,
+               "source_weights": self.source_weights_.numpy(), "target_weights": self.target_weights_.numpy(),
+               "settings": np.array([self.clip, self.ess_, self.domain_auroc_, self.n_source_, self.n_target_])}
+        if self.basis_ is not None:
+            out["basis"] = self.basis_
+        return {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in out.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "DomainWeights":
+        """Rebuild from :meth:`state` (checked: every tensor present, shapes consistent)."""
+        need = ("coef", "intercept", "mean", "std", "source_weights", "target_weights", "settings")
+        missing = [k for k in need if k not in state]
+        if missing:
+            raise OODLensError(f"domain weights state lacks {missing}")
+        a = {k: v.double().numpy() for k, v in state.items()}
+        clip, ess, dauc, n_s, n_t = a["settings"].tolist()
+        width = a["coef"].shape[1] if a["coef"].ndim == 2 else -1
+        proj = a["basis"].shape[1] if "basis" in a else a["mean"].shape[0]
+        if a["coef"].ndim != 2 or width != proj or a["intercept"].shape != (a["coef"].shape[0],) \
+                or a["source_weights"].shape != (int(n_s),) or not 0 < clip < 0.5:
+            raise OODLensError("domain weights state is inconsistent (edited or corrupted)")
+        dw = cls(folds=max(2, a["coef"].shape[0]), clip=clip)
+        dw.coef_, dw.intercept_, dw.mean_, dw.std_ = a["coef"], a["intercept"], a["mean"], a["std"]
+        dw.basis_ = a.get("basis")
+        dw.source_weights_ = torch.from_numpy(a["source_weights"])
+        dw.target_weights_ = torch.from_numpy(a["target_weights"])
+        dw.ess_, dw.domain_auroc_, dw.n_source_, dw.n_target_ = ess, dauc, int(n_s), int(n_t)
+        return dw
 
     @property
     def ess_fraction(self) -> float:
@@ -209,7 +245,7 @@ class WeightedCalibrator:
                 raise OODLensError("WeightedCalibrator needs cal_features and target_features (unlabelled inputs of "
                                    "the new site), or a fitted domain=DomainWeights(...)")
             domain = DomainWeights(folds, clip, c, seed=seed).fit(cal_features, target_features)
-        elif not hasattr(domain, "models_"):
+        elif not hasattr(domain, "coef_"):
             raise NotFittedError("domain (DomainWeights) is not fitted; call fit(source, target) first")
         self.domain = domain
         if self.domain.n_source_ != self.scores.numel():
