@@ -15,11 +15,12 @@ def _naive(head: AbeTHead, phi: torch.Tensor):
     v = head.temperature.weight.detach().double()[0]
     c = float(head.temperature.bias.detach())
     bn = head.bn
+    bw, bb = float(bn.weight.detach()), float(bn.bias.detach())
     hs, ts = [], []
     for x in phi.double():
         h = [float(x @ w[i]) / ((float(x.norm()) + 1e-4) * (float(w[i].norm()) + 1e-4)) for i in range(w.shape[0])]
         z = float(x @ v) + c
-        z = (z - float(bn.running_mean)) / math.sqrt(float(bn.running_var) + bn.eps) * float(bn.weight) + float(bn.bias)
+        z = (z - float(bn.running_mean)) / math.sqrt(float(bn.running_var) + bn.eps) * bw + bb
         hs.append(h)
         ts.append(1 / (1 + math.exp(-z)) + 1e-12)
     return torch.tensor(hs), torch.tensor(ts)
