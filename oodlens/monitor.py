@@ -16,6 +16,10 @@ Guarantees (ID calibration data held out from fitting, exchangeable / i.i.d. wit
 * Several detectors: each gives a p-value; they are merged with ``combine`` (default Bonferroni, valid under any
   dependence; see :mod:`oodlens.fusion.rules`). For one calibrated score from several detectors, use a ``fused``
   detector instead.
+* Across sites and scanners: ``Monitor(..., groups=cal_groups)`` calibrates within each acquisition group
+  (Mondrian: ``P(p ≤ α | group) ≤ α``; unseen and small groups pooled and named) and ``adapt(site, unlabelled)``
+  gives a new site weighted conformal p-values (valid under covariate shift for the true density ratio; here
+  estimated, see :mod:`oodlens.calibrate.weighted`); ``bank=`` adds the nearest training examples to each reading.
 * ``screen``: BH on one detector's marginal p-values controls the FDR at α (conformal p-values are PRDS); on
   Simes/DKW p-values, which are independent given the calibration set, it controls the FDR conditionally on the
   calibration set with probability ≥ 1 − δ. On merged p-values of several detectors it has no proof (a heuristic).
