@@ -140,7 +140,10 @@ class Features(Mapping[str, torch.Tensor]):
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> "Features":
         """Read a safetensors file; with ``mmap`` the tensors are memory-mapped (copy-on-write)."""
         tensors, _ = load_tensors(path, mmap=mmap)
-        return cls(tensors)
+        try:
+            return cls(tensors)
+        except OODLensError as e:
+            raise OODLensError(f"{path}: {e}") from None
 
     @staticmethod
     def load_metadata(path: str | os.PathLike) -> dict:

@@ -376,7 +376,12 @@ class Monitor:
         mon._configure(model, dets, manifest["layers"], manifest["pool"], manifest["acceptance"],
                        manifest["pvalues"], manifest["delta"], manifest["combine"], manifest["batch_size"])
         mon._calibrate({k: tensors[i] for i, k in enumerate(dets)})
-        mon._load_explainers(folder, manifest, list(dets))
+        try:
+            mon._load_explainers(folder, manifest, list(dets))
+        except OODLensError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # fields _read_manifest does not know
+            raise OODLensError(f"{mpath}: a saved field does not fit ({type(e).__name__}: {e})") from None
         return mon
 
     def _load_explainers(self, folder: Path, manifest: dict[str, Any], labels: list[str]) -> None:

@@ -91,7 +91,7 @@ def _check_entries(path: Path, header: dict, data_size: int) -> None:
         if not isinstance(h, dict):
             raise OODLensError(f"{where}: header entry must be an object with dtype, shape and data_offsets")
         code, shape, offsets = h.get("dtype"), h.get("shape"), h.get("data_offsets")
-        if code not in _ITEMSIZE:
+        if not isinstance(code, str) or code not in _ITEMSIZE:
             raise OODLensError(f"{where}: unsupported dtype {code!r} (supported: {', '.join(_ITEMSIZE)})")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
