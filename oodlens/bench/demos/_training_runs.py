@@ -119,3 +119,20 @@ def evaluate(model: torch.nn.Module, method: str, data: dict[str, Any], post_hoc
             row[f"{kind}_fpr95"] = float(np.mean([v[1] for v in vals]))
         rows.append(row)
     return rows
+
+
+@torch.no_grad()
+def abet_diagnostic(model: torch.nn.Module, data: dict[str, Any]) -> dict[str, float]:
+    """AUROC (ID test vs each OOD kind) of AbeT's two parts alone: the learned temperature T(x) (higher = OOD) and
+    the cosine numerator −max_i h_i(x); shows which part carries (or spoils) the AbeT score on this problem."""
+    s = data["splits"]
+    parts = {}
+    for name in ["test", *s.kinds]:
+        z, _ = FeatureTap(model.eval(), "fc")(s.inputs[name])
+        h, t = model.fc.parts(z)
+        parts[name] = (t[:, 0].numpy(), (-h.max(dim=1).values).numpy())
+    out: dict[str, list[float]] = {}
+    for name, kind in s.kinds.items():
+        for i, part in enumerate(("T", "cos")):
+            out.setdefault(f"{kind} {part}", []).append(auroc(parts["test"][i], parts[name][i]))
+    return {k: float(np.mean(v)) for k, v in out.items()}
