@@ -97,3 +97,15 @@ def test_mondrian_keeps_each_group_valid_where_pooling_does_not():
         row = by[("mondrian", g)]
         assert row["far"] <= 0.05 + 2 * row["se"], row
     assert by[("pooled", "B")]["far"] > 0.05 + 5 * by[("pooled", "B")]["se"]  # pooling over-flags the shifted group
+
+
+def test_calibration_conditional_methods_use_each_groups_own_table():
+    from oodlens.calibrate import conformal_pvalues
+
+    gen = torch.Generator().manual_seed(5)
+    cal, test = torch.randn(130, generator=gen), torch.randn(20, generator=gen)
+    groups = ["A"] * 80 + ["B"] * 50
+    for method in ("simes", "dkw"):
+        res = GroupCalibrator(cal, groups, method=method, min_size=10).pvalues(test, ["A"] * 10 + ["B"] * 10)
+        want = torch.cat([conformal_pvalues(cal[:80], test[:10], method), conformal_pvalues(cal[80:], test[10:], method)])
+        assert torch.allclose(res.pvalues, want), method
