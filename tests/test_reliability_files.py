@@ -184,3 +184,31 @@ def test_bench_config_errors(toy, tmp_path, label, change, code, fragment):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == code, (label, r.stderr[-500:])
     assert fragment in r.stderr and "Traceback" not in r.stderr, (label, r.stderr[-500:])
+
+
+def test_multimodal_checkpoint_validation(tmp_path):
+    from oodlens.multimodal.model import MultimodalClassifier
+
+    model = MultimodalClassifier({"a": None, "b": None}, {"a": 6, "b": 4}, 3)
+    path = tmp_path / "mm.safetensors"
+    model.save(path)
+    MultimodalClassifier({"a": None, "b": None}, {"a": 6, "b": 4}, 3).load_weights(path)
+    tensors = load_tensors(path, mmap=False)
+    header, body = _split(path.read_bytes())
+    for label, fn, fragment in [
+        ("config not JSON", lambda h: h["__metadata__"].update(config="{oops"), "'config'"),
+        ("config a list", lambda h: h["__metadata__"].update(config="[1]"), "'config'"),
+        ("other model", lambda h: h["__metadata__"].update(config=json.dumps({"modalities": ["a"]})), "holds a model"),
+    ]:
+        h = json.loads(json.dumps(header))
+        fn(h)
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(_join(h, body))
+        with pytest.raises(OODLensError, match=fragment):
+            MultimodalClassifier({"a": None, "b": None}, {"a": 6, "b": 4}, 3).load_weights(bad)
+    ts, meta = tensors
+    name = next(k for k, v in ts.items() if v.is_floating_point() and v.ndim == 2)
+    for bad_t, fragment in ((ts[name].T.contiguous(), "needs"), (ts[name].clone().fill_(float("nan")), "non-finite")):
+        save_tensors({**ts, name: bad_t}, tmp_path / "bad2.safetensors", meta)
+        with pytest.raises(OODLensError, match=fragment):
+            MultimodalClassifier({"a": None, "b": None}, {"a": 6, "b": 4}, 3).load_weights(tmp_path / "bad2.safetensors")

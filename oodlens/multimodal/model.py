@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .._checks import check_finite
 from ..detectors.base import Head
 from ..errors import OODLensError
 from ..features import Features
@@ -164,10 +165,22 @@ class MultimodalClassifier(nn.Module):
         tensors, meta = load_tensors(path, mmap=False)
         if meta.get("oodlens") != "multimodal_classifier":
             raise OODLensError(f"{path} is not a saved oodlens multimodal classifier")
-        cfg = json.loads(meta["config"])
-        if cfg["modalities"] != self.modalities or cfg["dims"] != self.dims or cfg["num_classes"] != self.num_classes:
+        try:
+            cfg, user = json.loads(meta.get("config", "")), json.loads(meta.get("user", "{}"))
+        except json.JSONDecodeError as e:
+            raise OODLensError(f"{path}: header field 'config' or 'user' is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict) or not isinstance(user, dict):
+            raise OODLensError(f"{path}: header fields 'config' and 'user' must be JSON objects")
+        if any(cfg.get(k) != v for k, v in (("modalities", self.modalities), ("dims", self.dims),
+                                             ("num_classes", self.num_classes))):
             raise OODLensError(f"{path} holds a model with {cfg}, this model has {self.config()}")
+        own = self.state_dict()
+        for k, t in tensors.items():  # shapes and values before load_state_dict (its errors are internal)
+            if k in own and (t.shape != own[k].shape or t.is_floating_point() != own[k].is_floating_point()):
+                raise OODLensError(f"{path}: tensor {k!r} is {t.dtype} {tuple(t.shape)}, the model needs "
+                                   f"{own[k].dtype} {tuple(own[k].shape)}")
+            check_finite(t, f"{path}: tensor {k!r}")
         missing, unexpected = self.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise OODLensError(f"{path}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
-        return json.loads(meta.get("user", "{}"))
+        return user
