@@ -145,3 +145,12 @@ def test_class_queue_matches_reference_semantics():
         for c in range(2):
             got = sorted(q.data[c, : int(q.count[c]), 0].tolist())
             assert got == pytest.approx(sorted(ref[c]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_follows_the_argument():
+    x, y = blobs()
+    model = Tiny()
+    res = train_classifier(model, x, y, x, y, VOS(**SMALL["vos"]), ClassifierConfig(epochs=2, batch_size=16),
+                           device="cuda", progress=False)
+    assert next(model.parameters()).device.type == "cuda" and res.best_val_acc > 0.5
