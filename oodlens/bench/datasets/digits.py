@@ -33,7 +33,7 @@ class DigitsSplits:
     groups: dict[str, tuple[str, int]]  # covariate set -> (shift, severity)
 
 
-def _photo_patches(index: int, n: int, rng: np.random.Generator) -> torch.Tensor:
+def photo_patches(index: int, n: int, rng: np.random.Generator) -> torch.Tensor:
     from sklearn.datasets import load_sample_images
 
     img = load_sample_images().images[index].astype(np.float32).mean(axis=2) / 255.0
@@ -63,9 +63,9 @@ def load_digits_splits(seed: int = 0, n_far: int = 400) -> DigitsSplits:
         test_idx += idx[b:].tolist()
     inputs = {"train": x[train_idx], "val": x[val_idx], "test": x[test_idx]}
     labels = {"train": y[train_idx], "val": y[val_idx], "test": y[test_idx]}
-    inputs["val_ood"] = _photo_patches(1, n_far, rng)
+    inputs["val_ood"] = photo_patches(1, n_far, rng)
     inputs["digits 6-9"] = x[torch.from_numpy(np.flatnonzero(~is_id))]
-    inputs["photo patches"] = _photo_patches(0, n_far, rng)
+    inputs["photo patches"] = photo_patches(0, n_far, rng)
     g = torch.Generator().manual_seed(seed)
     inputs["uniform noise"] = torch.rand(n_far, 1, 8, 8, generator=g)
     kinds = {"digits 6-9": "near", "photo patches": "far", "uniform noise": "far"}

@@ -26,7 +26,7 @@ from ...metrics import auroc, ood_accepted_at_id_kept
 from ...training import (NPOS, VOS, AbeT, ClassifierConfig, CrossEntropy, EnergyFinetune, LogitNorm,
                          MixtureOutlierExposure, OutlierExposure, load_checkpoint, save_checkpoint, train_classifier)
 from ...training.classifier import FeatureTap
-from ..datasets.digits import DigitsCNN, _photo_patches, load_digits_splits
+from ..datasets.digits import DigitsCNN, photo_patches, load_digits_splits
 
 CACHE_VERSION = "training-v2"
 EPOCHS = 20
@@ -58,7 +58,7 @@ def shift_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def load_data() -> dict[str, Any]:
     """Digits splits (seed 0) and the outlier pool (flower-photo patches, its own generator)."""
     splits = load_digits_splits(0)
-    pool = _photo_patches(1, N_OUTLIER_POOL, np.random.default_rng(2024))
+    pool = photo_patches(1, N_OUTLIER_POOL, np.random.default_rng(2024))
     return {"splits": splits, "outliers": pool}
 
 
