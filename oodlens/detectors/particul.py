@@ -41,9 +41,8 @@ def _as_maps(t: torch.Tensor) -> torch.Tensor:
 
 def particul_loss(norm_maps: torch.Tensor, ksize: int = 3, unicity: float = 1.0) -> torch.Tensor:
     """Locality + λ·unicity on softmax-normalised activation maps (N, P, H, W)."""
-    p = norm_maps.shape[1]
-    kernel = torch.ones(p, 1, ksize, ksize, dtype=norm_maps.dtype, device=norm_maps.device)
-    local = F.conv2d(norm_maps, kernel, padding=ksize // 2, groups=p).flatten(2).amax(2)  # (N, P)
+    # the k×k all-ones kernel with zero padding ('same') is a box sum: k² × average pooling counting the padding
+    local = (F.avg_pool2d(norm_maps, ksize, 1, ksize // 2, count_include_pad=True) * ksize * ksize).flatten(2).amax(2)
     loc = -local.mean(0).mean()
     uni = torch.relu(norm_maps.sum(1).flatten(1).amax(1) - 1.0).mean()
     return loc + unicity * uni
@@ -76,8 +75,9 @@ class Particul(Detector):
         return (self.maps, self.logits) if self.class_wise else (self.maps,)
 
     def _fit(self, train, labels, head, model) -> None:
-        if self.n_patterns < 1 or self.steps < 0 or self.batch_size < 1 or self.locality_ksize < 1:
-            raise OODLensError("PARTICUL needs n_patterns ≥ 1, steps ≥ 0, batch_size ≥ 1 and locality_ksize ≥ 1")
+        if self.n_patterns < 1 or self.steps < 0 or self.batch_size < 1 or self.locality_ksize < 1 \
+                or self.locality_ksize % 2 == 0:
+            raise OODLensError("PARTICUL needs n_patterns ≥ 1, steps ≥ 0, batch_size ≥ 1 and an odd locality_ksize")
         maps = _as_maps(train[self.maps])
         if maps.ndim != 4:
             raise OODLensError(f"PARTICUL needs feature maps (N, D, H, W) or vectors (N, D), got {tuple(maps.shape)}")
@@ -97,7 +97,8 @@ class Particul(Detector):
         with torch.enable_grad():
             for _ in range(self.steps):
                 idx = torch.randint(0, n, (min(self.batch_size, n),), generator=g).to(maps.device)
-                a = torch.einsum("ndhw,npd->nphw", maps[idx], w[y[idx]])
+                m = maps[idx]
+                a = torch.bmm(w[y[idx]], m.flatten(2)).view(m.shape[0], p, *m.shape[2:])
                 norm = torch.softmax(a.flatten(2), 2).view_as(a)
                 loss = particul_loss(norm, self.locality_ksize, self.unicity)
                 opt.zero_grad()
