@@ -174,8 +174,12 @@ def open_set_table(b: Boxes, methods: list[str], acceptance: float = 0.95) -> li
 def video_table(b: Boxes, methods: list[str], reps: int, seed: int, false_alarm: float = 0.05,
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Frame-level vs track-level results on the videos: tracks from the IoU tracker; each box labelled by the
-    ground-truth object it matches (IoU ≥ 0.5); ID tracks = tracks whose boxes match known objects."""
+    ground-truth object it matches (IoU ≥ 0.5); ID tracks = tracks whose boxes match known objects. Only boxes
+    with confidence ≥ the VOS threshold are tracked (what a deployed detector reports)."""
     d, gt = b.dets["video"], b.gts["video"]
+    keep = torch.from_numpy(np.flatnonzero(d.confidence.numpy() >= b.threshold))
+    d = d.subset(keep)
+    scores = {m: b.scores[m]["video"][keep.numpy()] for m in methods}
     video = torch.as_tensor(np.asarray(b.info["video_of_image"]))[d.image]
     d = track_detections(d, video=video)
     m = assign(d, gt)
@@ -197,7 +201,7 @@ def video_table(b: Boxes, methods: list[str], reps: int, seed: int, false_alarm:
     rows = []
     mu_sigma = {}
     for meth in methods:
-        x = b.scores[meth]["video"]
+        x = scores[meth]
         v = b.scores[meth]["val"]
         mu_sigma[meth] = (float(v.mean()), float(v.std() + 1e-12))
         for agg in ("none", "ema", "max", "window", "cusum"):

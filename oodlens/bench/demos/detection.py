@@ -73,7 +73,7 @@ def run_demo(args: Any) -> int:
         rep.markdown(open_rows, rep.OPEN_COLUMNS),
         "",
         "## Video: frame-level vs track-level",
-        f"{vinfo['boxes']} boxes in {run.SIZES['videos']} videos × {run.SIZES['frames']} frames, {vinfo['tracks']} tracks from the Hungarian IoU tracker "
+        f"{vinfo['boxes']} boxes (confidence ≥ threshold) in {run.SIZES['videos']} videos × {run.SIZES['frames']} frames, {vinfo['tracks']} tracks from the Hungarian IoU tracker "
         f"({vinfo['id_tracks']} on known objects, {vinfo['unknown_tracks']} on unknown objects; "
         f"{vinfo['unknown_objects']} unknown objects enter mid-video). Track AUROC uses each track's maximum "
         f"aggregate; time to detection (TTD) counts frames from an unknown object's first appearance to its first "
