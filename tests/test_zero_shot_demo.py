@@ -52,3 +52,16 @@ def test_demo_runs_and_reports(monkeypatch, tmp_path, capsys):
     res = text.run_text_benchmark(tmp_path, detectors=["mcm", "knn"])
     assert set(res["table"].index.get_level_values("detector")) == {"MCM (τ=1)", "KNN (k=5)"}
     assert ((res["table"] >= 0) & (res["table"] <= 1)).all().all()
+
+
+def test_notes_follow_the_table():
+    import pandas as pd
+
+    idx = pd.MultiIndex.from_tuples([("zero-shot", "MCM (τ=1)"), ("zero-shot", "MaxLogit on cos"),
+                                     ("label-free", "SSD (7 clusters of ~22 texts)")], names=["family", "detector"])
+    df = pd.DataFrame({"AUROC near: x": [0.8, 0.7, 0.9], "AUROC far: salad": [0.55, 0.45, 0.8]}, index=idx)
+    lines = text.notes(df)
+    assert any("covariance='auto'" in s for s in lines)  # SSD shrinks its small clusters, no pseudo-inverse note
+    assert any(s.startswith("MaxLogit on cos rank gibberish") for s in lines)
+    assert not any("MCM" in s for s in lines)  # MCM stays above 50 % here: not named
+    assert text.notes(df.iloc[:2].assign(**{"AUROC far: salad": 0.6})) == []
