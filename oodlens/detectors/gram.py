@@ -119,6 +119,8 @@ class Gram(Detector):
     # -- fit / score ---------------------------------------------------------------------------------------
     def _fit(self, train, labels, head, model) -> None:
         self._check_params()
+        if train[self.logits].ndim != 2:
+            raise OODLensError(f"Gram: logits {self.logits!r} must be (N, C), got shape {tuple(train[self.logits].shape)}")
         num_classes = train[self.logits].shape[1]
         for name in self.layers:
             if train[name].ndim < 2:

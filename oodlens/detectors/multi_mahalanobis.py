@@ -77,7 +77,15 @@ class MultiLayerMahalanobis(Detector):
 
     # -- per-layer confidences --------------------------------------------------------------------------
     def _layer_scores(self, x) -> torch.Tensor:
-        """M_l(x) for every row and layer, (N, L)."""
+        """M_l(x) for every row and layer, (N, L); non-finite values (features beyond float32's range once whitened)
+        raise."""
+        s = self._layer_scores_raw(x)
+        if not bool(torch.isfinite(s).all()):
+            raise OODLensError("multi_mahalanobis: a layer's Mahalanobis score overflowed float32; the features' scale "
+                               "is too large or too small (rescale them)")
+        return s
+
+    def _layer_scores_raw(self, x) -> torch.Tensor:
         cols = []
         for i, name in enumerate(self.layers):
             z = pool_spatial(as_float(x[name]))

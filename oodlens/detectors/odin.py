@@ -57,6 +57,8 @@ def model_scoring(model: nn.Module) -> Iterator[None]:
     try:
         with torch.inference_mode(False), torch.enable_grad():
             yield
+    except RuntimeError as e:  # the model's own shape/dtype checks (e.g. conv2d on inputs of the wrong rank)
+        raise OODLensError(f"the model could not run on these inputs: {e}") from e
     finally:
         model.train(was_training)
 
