@@ -109,3 +109,18 @@ def test_calibration_conditional_methods_use_each_groups_own_table():
         res = GroupCalibrator(cal, groups, method=method, min_size=10).pvalues(test, ["A"] * 10 + ["B"] * 10)
         want = torch.cat([conformal_pvalues(cal[:80], test[:10], method), conformal_pvalues(cal[80:], test[10:], method)])
         assert torch.allclose(res.pvalues, want), method
+
+
+@pytest.mark.parametrize("kw", [{"alpha": 1.5}, {"alpha": float("nan")}, {"alpha": 0.0}, {"delta": 0.0},
+                                {"delta": 2.0}])
+def test_group_table_refuses_alpha_or_delta_outside_0_1(kw):
+    cal = GroupCalibrator(torch.arange(100.0), ["A"] * 50 + ["B"] * 50)
+    with pytest.raises(OODLensError, match="alpha|delta"):  # was: NaN bounds, a ValueError, or a bound of 1.0
+        cal.group_table(**kw)
+    with pytest.raises(OODLensError, match="alpha|delta"):
+        conditional_far_bound(50, kw.get("alpha", 0.05), kw.get("delta", 0.1))
+
+
+def test_constructor_refuses_delta_outside_0_1():
+    with pytest.raises(OODLensError, match="delta"):
+        GroupCalibrator(torch.arange(100.0), ["A"] * 100, delta=2.0)

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .._checks import as_scores
+from .._checks import as_scores, check_delta
 from ..errors import OODLensError
 from .pvalues import PVALUE_METHODS, describe_degree, pvalue_table
 
@@ -78,6 +78,7 @@ def conditional_far_bound(n: int, alpha: float, delta: float) -> float:
     ``n`` scores): Beta(n + 1 − k, k) with ``k = ⌈(n + 1)(1 − α)⌉``; 0 if ``k > n`` (nothing can be flagged)."""
     from scipy.stats import beta
 
+    alpha, delta = check_delta(alpha, "alpha"), check_delta(delta)
     k = math.ceil((n + 1) * (1 - alpha) - 1e-9)
     if k > n:
         return 0.0
@@ -145,7 +146,7 @@ class GroupCalibrator:
         self.scores = cal
         self.sizes = {g: int(c) for g, c in zip(self.names, torch.bincount(self.codes, minlength=len(self.names)))}
         self.method, self.delta, self.min_size, self.small_policy, self.unseen_policy = \
-            method, float(delta), min_size, small, unseen
+            method, check_delta(delta), min_size, small, unseen
         self.small = tuple(g for g in self.names if self.sizes[g] < min_size)
         if self.small:
             listing = ", ".join(f"{g!r} (n={self.sizes[g]})" for g in self.small)
@@ -189,6 +190,7 @@ class GroupCalibrator:
         the (1 − δ) calibration-conditional bound on the false-alarm rate of ``p ≤ alpha`` (marginal p)."""
         import pandas as pd
 
+        alpha, delta = check_delta(alpha, "alpha"), check_delta(delta)
         rows = []
         for g in self.names + [POOLED]:
             n = self.n if g == POOLED else self.sizes[g]
