@@ -85,3 +85,10 @@ def test_weighted_pvalues_stay_valid_under_a_known_shift():
     for method in ("weighted_oracle", "weighted"):
         assert by[method]["far"] <= 0.05 + 2 * by[method]["se"], by[method]
         assert by[method]["detection"] > 0.5, by[method]  # semantic OOD is still flagged
+
+
+def test_all_zero_weights_are_refused_not_nan():
+    with pytest.raises(OODLensError, match="sum to 0"):  # was: a NaN p-value
+        weighted_pvalues(torch.arange(5.0), torch.zeros(5), torch.tensor([1.0]), torch.zeros(1))
+    # zero calibration weights with a positive test weight are defined: p = w / w = 1
+    assert weighted_pvalues(torch.arange(5.0), torch.zeros(5), torch.tensor([1.0]), torch.ones(1)).item() == 1.0

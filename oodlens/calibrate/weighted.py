@@ -72,6 +72,9 @@ def weighted_pvalues(cal_scores: Any, cal_weights: Any, scores: Any, weights: An
         below = torch.searchsorted(cal_sorted.contiguous(), s.contiguous(), side="left")
         above = tail.gather(-1, below)
     total = tail[..., :1]
+    if bool(((total + w) == 0).any()):  # 0/0: no calibration weight and a zero test weight
+        raise OODLensError("weights sum to 0 (all calibration weights and a test weight are 0): the weighted "
+                           "p-value is undefined")
     return ((above + w) / (total + w)).clamp(0.0, 1.0)
 
 
