@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .boxes import Detections, GroundTruth
-from .matching import COCO_IOUS, _np, greedy_match
+from .matching import COCO_IOUS, _np, greedy_match, stable_order
 
 #: pycocotools' recall points
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -63,7 +63,7 @@ def average_precision(scores, d_boxes, d_image, d_class, g_boxes, g_image, g_cla
     npig = np.bincount(gc[use_g], minlength=k)
     # detections of each class over all images, by decreasing score; ties keep image order, then rank (COCO)
     ev = np.flatnonzero(kept & (dc >= 0) & (dc < k))
-    order = ev[np.lexsort((rank[ev], di[ev], -s[ev], dc[ev]))]
+    order = ev[stable_order(rank[ev], di[ev], -s[ev], dc[ev])]
     cls, ss = dc[order], s[order]
     starts = np.searchsorted(cls, np.arange(k), "left")
     ends = np.searchsorted(cls, np.arange(k), "right")

@@ -44,10 +44,23 @@ def box_iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def stable_order(*keys: np.ndarray) -> np.ndarray:
+    """``np.lexsort(keys)`` (last key primary, ties kept in input order) by successive stable argsorts, which is
+    faster on large arrays; integer keys with a small range are sorted as int16 (radix sort)."""
+    n = keys[0].shape[0]
+    order = np.arange(n)
+    for k in keys:
+        v = k[order]
+        if v.dtype.kind in "iu" and n and int(v.min()) >= 0 and int(v.max()) < 2**15:
+            v = v.astype(np.int16)
+        order = order[np.argsort(v, kind="stable")]
+    return order
+
+
 def ranks_in_groups(scores: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Rank of each detection within its group by decreasing score (stable: earlier rows first on ties)."""
     n = scores.shape[0]
-    order = np.lexsort((np.arange(n), -scores.astype(np.float64), group))
+    order = stable_order(-scores.astype(np.float64), group)
     g = group[order]
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
     seg = np.repeat(starts, np.diff(np.r_[starts, n]))
@@ -73,7 +86,8 @@ def greedy_match(scores, d_boxes, d_group, g_boxes, g_group, thresholds=(0.5,), 
         return det_gt, rank, kept
     di, gi = group_pairs(np.where(kept, dg, np.iinfo(np.int64).min), gg)
     iou = box_iou_rows(db[di], gb[gi])
-    order = np.lexsort((gi, iou, di, rank[di]))  # by rank, then detection, then IoU, then ground-truth row
+    # by rank, then detection, then IoU, then ground-truth row (group_pairs orders pairs by detection, then row)
+    order = stable_order(iou, di, rank[di])
     di, gi, iou, r = di[order], gi[order], iou[order], rank[di[order]]
     bounds = np.searchsorted(r, np.arange(int(r.max()) + 2 if r.size else 1))
     for ti, t in enumerate(thresholds):
