@@ -71,6 +71,11 @@ class Particul(Detector):
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
         self.locality_ksize, self.unicity, self.seed = locality_ksize, unicity, seed
 
+    @property
+    def needs_labels(self) -> bool:  # type: ignore[override]
+        """Class labels are needed at fit in the class-wise mode (the default), not with ``class_wise=False``."""
+        return bool(self.class_wise)
+
     def required_features(self) -> tuple[str, ...]:
         return (self.maps, self.logits) if self.class_wise else (self.maps,)
 
