@@ -23,10 +23,27 @@ def require(module: str, pip_name: str | None = None) -> Any:
                            f"(pip install {pip_name or module}); import failed: {e}") from None
 
 
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (None stays None); an unparsable name or an accelerator this torch build or
+    machine does not have raises an OODLensError naming it (torch would raise a bare RuntimeError/AssertionError)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise OODLensError(f"device {device!r} is not a torch device name (e.g. 'cpu', 'cuda', 'cuda:1'): {e}") from None
+    available = {"cuda": torch.cuda.is_available,
+                 "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if dev.type in available and not available[dev.type]():
+        raise OODLensError(f"device {device!r}: no {dev.type.upper()} device is available to this torch build "
+                           f"({torch.__version__}); use device='cpu'")
+    return dev
+
+
 def device_of(device: str | torch.device | None, model: torch.nn.Module | None = None) -> torch.device:
     """The device to run on: the given one, else the model's, else CPU."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     p = next(iter(model.parameters()), None) if model is not None else None
     return p.device if p is not None else torch.device("cpu")
 
@@ -66,5 +83,9 @@ def run_batches(items: Sequence[Any], fn: Callable[[Sequence[Any]], dict[str, to
         for i in tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch",
                       total=-(-len(items) // batch_size)):
             for k, v in fn(items[i:i + batch_size]).items():
-                parts.setdefault(k, []).append(v.detach().float().cpu())
+                v = v.detach().float().cpu()
+                if not bool(torch.isfinite(v).all()):
+                    raise OODLensError(f"{desc}: output {k!r} has NaN or inf in the batch of rows {i}.."
+                                       f"{i + len(v) - 1} (NaN/inf in those inputs, or an overflow in the model)")
+                parts.setdefault(k, []).append(v)
     return Features({k: torch.cat(v) for k, v in parts.items()})

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import OODLensError
 from ..features import Features
-from ._common import OFFLINE_HINT, check_texts, device_of, require, run_batches
+from ._common import OFFLINE_HINT, check_device, check_texts, device_of, require, run_batches
 from .images import as_image_list, stack
 
 #: the prompt template of MCM's and GL-MCM's reference code
@@ -24,14 +24,25 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def prompt_texts(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
-    """One prompt per class name (or per negative label)."""
-    return [template.format(n) for n in check_texts(names)]
+    """One prompt per class name (or per negative label); ``template`` holds one ``{}`` for the name."""
+    names = check_texts(names)
+    if not isinstance(template, str):
+        raise OODLensError(f"template must be a string with one '{{}}', got {type(template).__name__}")
+    try:
+        probe = template.format("\x00")
+    except (IndexError, KeyError, ValueError) as e:
+        raise OODLensError(f"template {template!r} must hold exactly one '{{}}' for the class name ({e})") from None
+    if probe.count("\x00") != 1:
+        raise OODLensError(f"template {template!r} must hold exactly one '{{}}' for the class name (without it "
+                           "every class gets the same prompt)")
+    return [template.format(n) for n in names]
 
 
 def load_open_clip(arch: str, weights: str | os.PathLike | None = None,
                    device: str | torch.device | None = None) -> tuple[Any, Callable, Any]:
     """(model, image transform, tokenizer) for an open_clip architecture, weights from a local file (None: random)."""
     oc = require("open_clip", "open_clip_torch")
+    device = check_device(device)
     try:
         model, _, transform = oc.create_model_and_transforms(arch, pretrained=None if weights is None else str(weights),
                                                              device=None if device is None else str(device))

