@@ -154,3 +154,33 @@ def test_device_follows_the_argument():
     res = train_classifier(model, x, y, x, y, VOS(**SMALL["vos"]), ClassifierConfig(epochs=2, batch_size=16),
                            device="cuda", progress=False)
     assert next(model.parameters()).device.type == "cuda" and res.best_val_acc > 0.5
+
+
+def test_bad_inputs_found_by_review_are_clear_errors():
+    x, y = blobs()
+    cfg = ClassifierConfig(epochs=1, batch_size=16)
+    cases = [  # each was silently accepted (labels truncated by .long()) or a bare torch exception
+        (dict(y=y.float() + 0.5), "integer class indices"),
+        (dict(y=torch.full((120,), float("nan"))), "integer class indices"),
+        (dict(y=y > 0), "integer class indices"),
+        (dict(x=[["a"] * 4] * 120), "numeric"),
+        (dict(x=torch.randn(120, 5)), r"cannot run on the training inputs \(rows of shape \(5,\)\)"),
+        (dict(xv=torch.randn(30, 5)), "cannot run on the validation inputs"),
+        (dict(device="gpu"), "not a torch device name"),
+    ]
+    for kw, msg in cases:
+        args = dict(x=x, y=y, xv=x[:30], yv=y[:30], device="cpu")
+        args.update(kw)
+        with pytest.raises(OODLensError, match=msg):
+            train_classifier(Tiny(), args["x"], args["y"], args["xv"], args["yv"], config=cfg, device=args["device"],
+                             progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(OODLensError, match="no CUDA device"):
+            train_classifier(Tiny(), x, y, x, y, config=cfg, device="cuda", progress=False)
+    for kw in (dict(epochs="5"), dict(epochs=1.5), dict(lr=float("inf")), dict(weight_decay=-1.0),
+               dict(weight_decay=float("nan")), dict(outlier_ratio=float("inf")), dict(batch_size=0)):
+        with pytest.raises(OODLensError, match=next(iter(kw))):
+            ClassifierConfig(**kw)
+    import numpy as np
+
+    assert ClassifierConfig(epochs=np.int64(2), seed=np.int64(3), lr=np.float32(0.1)).epochs == 2

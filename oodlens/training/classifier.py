@@ -12,6 +12,8 @@ them to safetensors.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_finite
+from ..encoders._common import check_device
 from ..errors import OODLensError
 from .base import CrossEntropy, StepContext
 from .checkpoint import save_checkpoint
@@ -46,14 +49,19 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise OODLensError(f"epochs, batch_size >= 1 and lr > 0 needed, got {self.epochs}, {self.batch_size}, {self.lr}")
+        for name in ("epochs", "batch_size", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or (v < 1 and name != "seed"):
+                raise OODLensError(f"{name} must be an integer{' >= 1' if name != 'seed' else ''}, got {v!r}")
+        for name, lo in (("lr", 0.0), ("weight_decay", None), ("momentum", None), ("outlier_ratio", 0.0)):
+            v = getattr(self, name)
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (lo is not None and not v > lo) or (lo is None and v < 0):
+                raise OODLensError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise OODLensError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "none"):
             raise OODLensError(f"schedule must be 'cosine' or 'none', got {self.schedule!r}")
-        if not self.outlier_ratio > 0:
-            raise OODLensError(f"outlier_ratio must be > 0, got {self.outlier_ratio}")
 
 
 @dataclass
@@ -101,8 +109,31 @@ def head_sizes(model: nn.Module, head: str) -> tuple[int, int]:
     return int(d), int(c)
 
 
+def _probe(model: nn.Module, inputs: dict[str, Tensor], device: torch.device) -> None:
+    """One row of each input through the model in eval mode (no gradients, no state change): a model that cannot
+    take these inputs (wrong width, channels, size) fails here with an OODLensError, not mid-training."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for what, x in inputs.items():
+                if x.shape[0]:
+                    try:
+                        model(x[:1].to(device))
+                    except RuntimeError as e:
+                        if isinstance(e, torch.cuda.OutOfMemoryError):
+                            raise
+                        raise OODLensError(f"the model cannot run on the {what} (rows of shape "
+                                           f"{tuple(x.shape[1:])}): {e}") from e
+    finally:
+        model.train(was)
+
+
 def _inputs(x: Any, what: str) -> Tensor:
-    t = torch.as_tensor(x)
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise OODLensError(f"{what} must be a numeric array or tensor: {e}") from None
     if not t.is_floating_point():
         raise OODLensError(f"{what} must be floating point, got {t.dtype}")
     return check_finite(t.float(), what)
@@ -156,7 +187,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, x_val: Any, y_val: Any, m
         raise OODLensError(f"model must be an nn.Module, got {type(model).__name__}")
     if method.needs_outliers and outliers is None:
         raise OODLensError(f"{type(method).__name__} needs auxiliary outliers (outliers=...)")
-    device = torch.device(device)
+    device = check_device(device) or torch.device("cpu")
     d, c = head_sizes(model, head)
     x_tr, x_va = _inputs(x, "training inputs"), _inputs(x_val, "validation inputs")
     y_tr = check_class_labels(y, x_tr.shape[0], c, "training")
@@ -173,6 +204,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, x_val: Any, y_val: Any, m
         torch.manual_seed(cfg.seed)  # the method's new modules (AbeT head, VOS weights, NPOS MLP) start seeded
         method.setup(model, head, c, d)
     tap = FeatureTap(model, head)
+    _probe(model, {"training inputs": x_tr, "validation inputs": x_va}, device)
     optim = _optimizer(model, method, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     gen = torch.Generator().manual_seed(cfg.seed + 1)

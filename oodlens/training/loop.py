@@ -44,9 +44,16 @@ class TrainResult:
 
 def check_class_labels(y: object, n: int, num_classes: int, what: str) -> torch.Tensor:
     """(n,) int64 labels on the CPU in 0..num_classes−1, else an error naming ``what``."""
-    t = torch.as_tensor(y)
+    try:
+        t = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise OODLensError(f"{what} labels must be integer class indices: {e}") from None
     if t.shape != (n,):
         raise OODLensError(f"{what} labels must have shape ({n},), got {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise OODLensError(f"{what} labels must be integer class indices, got dtype {t.dtype}")
+    if t.is_floating_point() and n and not bool((torch.isfinite(t) & (t == t.round())).all()):
+        raise OODLensError(f"{what} labels must be integer class indices; got non-integer or NaN values")
     t = t.long().cpu()
     if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
         raise OODLensError(f"{what} labels must be in 0..{num_classes - 1}, got range {int(t.min())}..{int(t.max())}")
