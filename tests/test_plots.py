@@ -145,3 +145,24 @@ def test_score_histograms_log_bins_for_wide_positive_scores():
     lo, hi = np.quantile(np.r_[s_id, np.linspace(200, 400, 200)], [0.005, 0.995])
     left = sorted({round(p.get_x(), 9) for p in ax.patches if isinstance(p, Rectangle)})[:8]
     np.testing.assert_allclose(left, np.geomspace(lo, hi, 9)[:8], rtol=1e-6)
+
+
+def test_bad_inputs_found_by_review():
+    a, b = np.linspace(0, 1, 20), np.linspace(0.5, 1.5, 20)
+    img = np.random.default_rng(0).uniform(size=(16, 16, 3))
+    cases = [
+        (lambda: roc_curves(["a", "b"], {"x": b}), "must be numbers"),  # was: ValueError from numpy
+        (lambda: score_histograms(a, {"x": b}, bins=0), "bins"),  # was: an empty figure
+        (lambda: risk_coverage({"s": a}, np.full(20, 0.5)), "booleans or 0/1"),  # was: 0.5 read as correct
+        (lambda: risk_coverage({"s": a}, np.full(20, 2)), "booleans or 0/1"),
+        (lambda: modality_attribution({"video": 0.6, "flow": 0.4}), "must be a mapping"),  # was: TypeError
+        (lambda: auroc_vs_severity({"blur": {"knn": {1: float("nan"), 2: 70.0}}}), "NaN"),  # was: a gap
+        (lambda: auroc_vs_severity({"blur": {}}), "no .detector"),  # was: an empty panel
+        (lambda: boxes_with_scores(img, np.array([[10, 10, 2, 2]]), np.array([0.5])), "x2 ≥ x1"),  # x, y, w, h?
+        (lambda: boxes_with_scores(img, np.zeros((4, 5)), np.zeros(5)), r"\(N, 4\)"),  # was: reshaped to (5, 4)
+        (lambda: score_map(img, np.zeros((16, 16)), cmap="nope"), "colormap"),  # was: ValueError
+    ]
+    for fn, msg in cases:
+        with pytest.raises(OODLensError, match=msg):
+            fn()
+    assert isinstance(risk_coverage({"s": a}, (a > 0.5).astype(int)), Figure)  # 0/1 integers still accepted

@@ -46,7 +46,10 @@ def as_array(x: Any, name: str, ndim: int | None = 1) -> np.ndarray:
     """A float numpy array from a tensor / array / list; checks the number of dimensions and finiteness."""
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
-    a = np.asarray(x, dtype=np.float64)
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise OODLensError(f"{name} must be numbers, got {type(x).__name__} ({e})") from None
     if ndim is not None and a.ndim != ndim:
         raise OODLensError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
     if a.size == 0:

@@ -17,7 +17,10 @@ def risk_coverage(scores: Mapping[str, Any], correct: Any, kind: str = "score", 
     with the oracle (every error rejected first) and a random ranking (flat at the overall error rate). The
     legend gives each curve's AURC (×100, lower is better). Returns the Figure."""
     series = as_series(scores, "scores")
-    ok = np.asarray(correct.detach().cpu() if hasattr(correct, "detach") else correct).astype(bool).reshape(-1)
+    raw = np.asarray(correct.detach().cpu() if hasattr(correct, "detach") else correct).reshape(-1)
+    if raw.dtype != bool and not (raw.dtype.kind in "iuf" and np.isin(raw, (0, 1)).all()):
+        raise OODLensError("correct must be one flag per input: booleans or 0/1 (was the model right?)")
+    ok = raw.astype(bool)
     for k, s in series.items():
         if s.shape != ok.shape:
             raise OODLensError(f"scores[{k!r}] has {s.size} entries for {ok.size} correctness flags")

@@ -19,6 +19,10 @@ def modality_attribution(shares: Any, title: str = "", expected: Mapping[str, st
         shares = {str(i): {str(c): float(v) for c, v in row.items()} for i, row in shares.iterrows()}
     if not isinstance(shares, Mapping) or not shares:
         raise OODLensError("modality_attribution needs a non-empty mapping {row: {modality: share}}")
+    bad = next((r for r, v in shares.items() if not isinstance(v, Mapping)), None)
+    if bad is not None:
+        raise OODLensError(f"modality_attribution: shares[{bad!r}] must be a mapping {{modality: share}}, got "
+                           f"{type(shares[bad]).__name__} (for one row, wrap it: {{'row': {{...}}}})")
     rows = list(shares)
     modalities = list(dict.fromkeys(m for r in rows for m in shares[r]))
     values = np.array([[float(shares[r].get(m, 0.0)) for m in modalities] for r in rows])

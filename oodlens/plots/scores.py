@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..errors import OODLensError
 from ..metrics import curves
 from ._figure import ID_COLOUR, as_array, as_series, colour, grid_shape, hide_unused, new_figure, style
 
@@ -45,6 +46,8 @@ def score_histograms(id_scores: Any, ood_scores: Mapping[str, Any], title: str =
     shared bins. The x range covers the 0.5–99.5 % quantiles of all scores so that a few extreme values do not
     squash the rest; positive scores spanning more than a factor 30 (distances) get log-spaced bins on a log
     axis. Returns the Figure."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise OODLensError(f"bins must be a positive integer, got {bins!r}")
     ids = as_array(id_scores, "id_scores")
     ood = as_series(ood_scores, "ood_scores")
     allv = np.concatenate([ids, *ood.values()])

@@ -16,6 +16,15 @@ def auroc_vs_severity(data: Mapping[str, Mapping[str, Mapping[Any, float]]], tit
     A dotted line marks chance (``chance``; ``None`` for none). Returns the Figure."""
     if not isinstance(data, Mapping) or not data:
         raise OODLensError("auroc_vs_severity needs a non-empty mapping {shift: {detector: {severity: value}}}")
+    for shift, per in data.items():
+        if not isinstance(per, Mapping) or not any(per.values()):
+            raise OODLensError(f"auroc_vs_severity: data[{shift!r}] has no {{detector: {{severity: value}}}} points")
+        for d, points in per.items():
+            if not isinstance(points, Mapping):
+                raise OODLensError(f"auroc_vs_severity: data[{shift!r}][{d!r}] must map severity -> value")
+            vals = np.asarray(list(points.values()), dtype=float)
+            if not np.isfinite(vals).all():
+                raise OODLensError(f"auroc_vs_severity: data[{shift!r}][{d!r}] holds NaN or infinite values")
     rows, cols = grid_shape(len(data), max_cols)
     fig, axes = new_figure(3.6 * cols, 2.9 * rows + 0.5, rows, cols, sharey=True)
     detectors = list(dict.fromkeys(d for per in data.values() for d in per))

@@ -25,6 +25,15 @@ def _image(image: Any) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
+def _colormap(name: str) -> Any:
+    from matplotlib import colormaps
+
+    try:
+        return colormaps[name]
+    except (KeyError, ValueError, TypeError):
+        raise OODLensError(f"cmap {name!r} is not a matplotlib colormap (e.g. 'inferno', 'plasma', 'viridis')") from None
+
+
 def boxes_with_scores(image: Any, boxes: Any, scores: Any, labels: Sequence[str] | None = None,
                       threshold: float | None = None, title: str = "", cmap: str = "plasma"):
     """The image with each box (``boxes`` (N, 4) as x1, y1, x2, y2 in pixels) outlined in a colour given by its
@@ -35,7 +44,13 @@ def boxes_with_scores(image: Any, boxes: Any, scores: Any, labels: Sequence[str]
     from matplotlib.patches import Rectangle
 
     img = _image(image)
-    b = as_array(boxes, "boxes", ndim=None).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
+    b = as_array(boxes, "boxes", ndim=None) if np.size(boxes) else np.zeros((0, 4))
+    if b.shape[-1] != 4 or b.ndim > 2:
+        raise OODLensError(f"boxes must be (N, 4) as x1, y1, x2, y2, got shape {b.shape}")
+    b = b.reshape(-1, 4)
+    if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+        raise OODLensError("boxes must be x1, y1, x2, y2 with x2 ≥ x1 and y2 ≥ y1 (got a box with x2 < x1 or "
+                           "y2 < y1: are they x, y, w, h?)")
     s = as_array(scores, "scores") if len(b) else np.zeros(0)
     if s.shape[0] != b.shape[0]:
         raise OODLensError(f"{b.shape[0]} boxes but {s.shape[0]} scores")
@@ -46,7 +61,7 @@ def boxes_with_scores(image: Any, boxes: Any, scores: Any, labels: Sequence[str]
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
     norm = Normalize(lo, hi if hi > lo else lo + 1)
-    cm = colormaps[cmap]
+    cm = _colormap(cmap)
     for i in np.argsort(s):  # most OOD drawn last (on top)
         x1, y1, x2, y2 = b[i]
         flagged = threshold is not None and s[i] > threshold
@@ -76,6 +91,7 @@ def score_map(image: Any, scores: Any, mask: Any = None, title: str = "", cmap: 
     score map (H, W) over a faded copy of it, with a colour bar (and the ``threshold`` contour if given).
     Returns the Figure."""
     img = _image(image)
+    _colormap(cmap)
     sm = as_array(scores, "scores", ndim=2)
     if sm.shape != img.shape[:2]:
         raise OODLensError(f"score map {sm.shape} does not match the image {img.shape[:2]}")
