@@ -158,3 +158,10 @@ def test_column_groups_one_html_table_split_markdown():
     assert "**AUROC: rotate**" in md and "**AUROC: blur**" in md
     rotate = md.split("**AUROC: rotate**")[1].split("**AUROC: blur**")[0]
     assert "| b        | **60.0** |   40.0 † |" in rotate and "| a        |     50.0 | **90.0** |" in rotate
+
+
+def test_preformatted_number_cells_are_right_aligned_without_markup():
+    df = pd.DataFrame({"site": ["A", "B"], "FAR": ["3.6 ± 0.5", "6.6 ± 0.7"], "acc.": ["98.3", "91.7"]})
+    html = table_html(df, index=False)  # the sites demo's tables: strings formatted by the demo
+    assert "<td class='text'>A</td>" in html
+    assert "<td>3.6 ± 0.5</td>" in html and "<td>98.3</td>" in html  # were class='text' (left-aligned)

@@ -165,7 +165,8 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
     such column (over rows not in ``mean_rows``) is marked (bold, tinted, ``class="best"``). ``warn_rows``: index
     labels shaded as a warning; ``flag_cells``: (row, column) pairs shaded (``class="flag"``, e.g. below chance);
     ``mean_rows``: summary rows set apart (never marked best). ``markup``: text cells are Markdown (``**95.0**``
-    marks a best value) and number-like text (``95.3 ± 0.4``) is right-aligned — for tables read from Markdown."""
+    marks a best value) — for tables read from Markdown. Number-like text (``95.3 ± 0.4``, ``12 %``) is
+    right-aligned like numbers."""
     import pandas as pd
 
     from .reports.markdown_blocks import looks_numeric
@@ -178,7 +179,7 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
     names = [index_name if index_name is not None else (df.index.name or "")] if index else []
     def numeric_cell(v: Any) -> bool:
         text, numeric = cell_text(v, percent, digits)
-        return numeric or (markup and looks_numeric(text))
+        return numeric or looks_numeric(text)  # "3.6 ± 0.5" pre-formatted by a demo reads as a number
 
     texty = [not any(numeric_cell(v) for v in df[c].tolist() if str(v).strip() not in ("", "–", "-"))
              for c in df.columns]
