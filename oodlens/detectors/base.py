@@ -489,7 +489,8 @@ def _digest_tensor(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes (so an edited dtype, shape or value changes it)."""
     t = t.detach().to("cpu").contiguous()
     h = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
 
 
