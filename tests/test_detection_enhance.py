@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from oodlens.detection.bootstrap import _by_image, _resample, bootstrap
+from oodlens.detection.bootstrap import _by_image, _resample, auroc_fast, bootstrap
 from oodlens.detection.enhance import ClassConditionalConformal, SizeNormalised, fused_scores
 from oodlens.metrics import auroc
 
@@ -60,3 +60,9 @@ def test_bootstrap_resamples_images():
     assert out["x"]["value"].value == pytest.approx(auroc(a, b))
     assert out["x"]["value"].low <= out["x"]["value"].value <= out["x"]["value"].high
     assert out["x"]["diff"].value == 0 and out["y"]["diff"].low > 0  # paired: the shift is a real improvement
+
+
+def test_auroc_fast_equals_metric_with_ties():
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 6, 70).astype(float), rng.integers(2, 9, 30).astype(float)
+    assert auroc_fast(a, b) == pytest.approx(auroc(a, b), abs=1e-12)

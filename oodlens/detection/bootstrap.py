@@ -28,6 +28,15 @@ def _resample(order: np.ndarray, start: np.ndarray, counts: np.ndarray, pick: np
     return order[np.repeat(start[pick], c) + offs]
 
 
+def auroc_fast(scores_id: np.ndarray, scores_ood: np.ndarray) -> float:
+    """AUROC = P(OOD score > ID score) + ½·P(equal), the definition of :func:`oodlens.metrics.auroc`, by one sort
+    and two searchsorted calls without input checks — for the many small resamples of a bootstrap."""
+    a = np.sort(scores_id)
+    lt = np.searchsorted(a, scores_ood, "left")
+    le = np.searchsorted(a, scores_ood, "right")
+    return float((lt.sum() + 0.5 * (le - lt).sum()) / (a.size * scores_ood.size))
+
+
 @dataclass(frozen=True)
 class Interval:
     value: float

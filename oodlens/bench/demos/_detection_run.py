@@ -12,7 +12,7 @@ import torch
 
 from ...calibrate import conformal_threshold
 from ...detection import Detections, GroundTruth, coco_ap
-from ...detection.bootstrap import Interval, bootstrap
+from ...detection.bootstrap import Interval, auroc_fast, bootstrap
 from ...detection.enhance import ClassConditionalConformal, SizeNormalised, fused_scores
 from ...detection.matching import assign
 from ...detection.openset import open_set_metrics
@@ -20,7 +20,6 @@ from ...detection.temporal import aggregate, false_alarm_threshold, time_to_dete
 from ...detection.tracking import track_detections
 from ...detection.vos import vos_evaluate, vos_fpr, vos_threshold
 from ...detectors import Head, create
-from ...metrics import auroc
 from ...safetensors_io import load_tensors, save_tensors
 from ..datasets.scene_video import make_videos
 from ..datasets.scenes import make_scenes
@@ -148,7 +147,7 @@ def vos_table(b: Boxes, methods: list[str], reps: int, seed: int, baseline: str 
         sc = {m: (b.scores[m]["test"][mi], b.scores[m][ood][mo]) for m in methods}
         ii, oi = idd.image.numpy()[mi], od.image.numpy()[mo]
         base = baseline if baseline in sc else None
-        a = bootstrap(auroc, sc, ii, oi, reps, seed=seed, baseline=base)
+        a = bootstrap(auroc_fast, sc, ii, oi, reps, seed=seed, baseline=base)
         f = bootstrap(vos_fpr, sc, ii, oi, reps, seed=seed, baseline=base)
         for m in methods:
             r = vos_evaluate(idd, od, b.scores[m]["test"], b.scores[m][ood], b.threshold)
@@ -226,7 +225,7 @@ def _boot_auroc(a: np.ndarray, b: np.ndarray, ga: np.ndarray, gb: np.ndarray, re
     """AUROC with a bootstrap interval over videos (NaN when one side is empty)."""
     if a.size == 0 or b.size == 0:
         return Interval(float("nan"), float("nan"), float("nan"))
-    return bootstrap(auroc, {"x": (a, b)}, ga, gb, reps, seed=seed)["x"]["value"]
+    return bootstrap(auroc_fast, {"x": (a, b)}, ga, gb, reps, seed=seed)["x"]["value"]
 
 
 def known_map(b: Boxes) -> dict[str, float]:
