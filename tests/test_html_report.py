@@ -165,3 +165,18 @@ def test_preformatted_number_cells_are_right_aligned_without_markup():
     html = table_html(df, index=False)  # the sites demo's tables: strings formatted by the demo
     assert "<td class='text'>A</td>" in html
     assert "<td>3.6 ± 0.5</td>" in html and "<td>98.3</td>" in html  # were class='text' (left-aligned)
+
+
+def test_more_bad_inputs_found_by_review(tmp_path):
+    df = pd.DataFrame({"a": [1.0]})
+    cases = [
+        (lambda: HtmlReport("t").table(df, digits=-1), "digits"),  # was: ValueError from the format spec
+        (lambda: HtmlReport("t").write(tmp_path), "cannot write the report"),  # was: IsADirectoryError
+        (lambda: HtmlReport("t").settings([1, 2]), "mapping"),  # was: AttributeError
+        (lambda: HtmlReport("t").figures([], ["lost caption"]), "captions"),  # was: silently dropped
+        (lambda: HtmlReport.from_markdown(None), "str"),  # was: an empty report
+    ]
+    for fn, msg in cases:
+        with pytest.raises(OODLensError, match=msg):
+            fn()
+    assert "<td>1</td>" in table_html(df, digits=np.int64(0))

@@ -28,6 +28,7 @@ import base64
 import datetime as _dt
 import html as _html
 import io
+import numbers
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -174,6 +175,8 @@ def table_html(df: Any, caption: str | None = None, best: str | Mapping[str, str
 
     if not isinstance(df, pd.DataFrame):
         raise OODLensError(f"table expects a pandas DataFrame, got {type(df).__name__}")
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise OODLensError(f"digits must be an integer >= 0, got {digits!r}")
     warn, means, flags = set(warn_rows), set(mean_rows), set(flag_cells)
     marked = best_cells(df, best, means, percent, digits)
     names = [index_name if index_name is not None else (df.index.name or "")] if index else []
@@ -243,6 +246,8 @@ class HtmlReport:
         ``**best**`` cells, lists, ``>`` call-outs); add figures or sections to it before :meth:`write`."""
         from .reports.markdown_blocks import parse_markdown
 
+        if not isinstance(text, str):
+            raise OODLensError(f"from_markdown expects the Markdown text (a str), got {type(text).__name__}")
         found, blocks = parse_markdown(text)
         rep = cls(title or found or "oodlens report", subtitle)
         for kind, payload in blocks:
@@ -308,11 +313,15 @@ class HtmlReport:
                 dpi: int = 130) -> "HtmlReport":
         """Several figures side by side (wrapping on narrow screens)."""
         caps = list(captions) if captions is not None else [None] * len(figs)
+        if len(caps) != len(figs):
+            raise OODLensError(f"{len(figs)} figures but {len(caps)} captions")
         inner = "".join(figure_html(f, c, fmt=fmt, dpi=dpi) for f, c in zip(figs, caps))
         return self._put("html", f"<div class='figrow'>{inner}</div>")
 
     def settings(self, items: Mapping[str, Any]) -> "HtmlReport":
         """A definition list of run settings (seed, parameters, versions, ...)."""
+        if not isinstance(items, Mapping):
+            raise OODLensError(f"settings expects a mapping {{name: value}}, got {type(items).__name__}")
         return self._put("settings", {str(k): str(v) for k, v in items.items()})
 
     def raw(self, html_text: str) -> "HtmlReport":
@@ -420,11 +429,12 @@ class HtmlReport:
         """Write the report (UTF-8) to ``path``, creating its folder; with ``markdown``, also write
         :meth:`to_markdown` there. Returns the HTML path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_html(), encoding="utf-8")
-        if markdown is not None:
-            Path(markdown).parent.mkdir(parents=True, exist_ok=True)
-            Path(markdown).write_text(self.to_markdown(), encoding="utf-8")
+        for target, content in [(path, self.to_html)] + ([(Path(markdown), self.to_markdown)] if markdown else []):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content(), encoding="utf-8")
+            except OSError as e:
+                raise OODLensError(f"cannot write the report to {target}: {e.strerror or e}") from None
         return path
 
 
