@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import OODLensError
 from ._knn_search import exact_topk
+from ._row_threads import run_rows
 
 _TRAIN_PER_CELL = 256  # k-means training rows per cell (faiss's default cap)
 _CANDIDATES = 1 << 24  # candidate slots per query block (block × probes × k): 64 MiB of values, 128 MiB of indices
@@ -76,6 +77,21 @@ def _nearest(x: torch.Tensor, cent: torch.Tensor, rows: int = 16384) -> torch.Te
     return torch.cat([(x[i:i + rows] @ cent.T).argmax(1) for i in range(0, x.shape[0], rows)])
 
 
+def _cells_in_threads(scan, cells: int, device: torch.device) -> None:
+    """``scan(slice of cells)`` over all cells: on a CPU with several torch threads, cells are shared by that many
+    Python threads running single-threaded torch ops (many medium products parallelise better this way than each
+    product over all threads, and far better on a busy machine); elsewhere in one call."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        scan(slice(0, cells))
+        return
+    torch.set_num_threads(1)
+    try:
+        run_rows(scan, cells, threads, min_rows=1)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def ivf_kth(query: torch.Tensor, lists: torch.Tensor, index: IVFIndex, k: int, probes: int,
             bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The k-th largest inner product of each unit query row among the rows of its ``probes`` nearest cells, and
@@ -100,18 +116,21 @@ def ivf_kth(query: torch.Tensor, lists: torch.Tensor, index: IVFIndex, k: int, p
         bounds = torch.cumsum(torch.bincount(flat, minlength=cells), 0).tolist()
         cand_v = torch.full((m * probes, k), float("-inf"), dtype=query.dtype, device=query.device)
         cand_i = torch.zeros((m * probes, k), dtype=torch.long, device=query.device)
-        start = 0
-        for c, end in enumerate(bounds):  # one product per cell: every query that probes it, against its list
-            lo, hi = offsets[c], offsets[c + 1]
-            if end > start and hi > lo:
-                pairs = by_cell[start:end]
-                v, j = (q[pairs // probes] @ lists[lo:hi].T).topk(min(k, hi - lo), dim=1)
-                if v.shape[1] < k:
-                    v = F.pad(v, (0, k - v.shape[1]), value=float("-inf"))
-                    j = F.pad(j, (0, k - j.shape[1]))
-                cand_v.index_copy_(0, pairs, v)
-                cand_i.index_copy_(0, pairs, j.add_(lo))
-            start = end
+
+        def scan(part: slice, q=q, by_cell=by_cell, bounds=bounds, cand_v=cand_v, cand_i=cand_i) -> None:
+            for c in range(part.start, part.stop):  # one product per cell: its queries against its list
+                start, end = (bounds[c - 1] if c else 0), bounds[c]
+                lo, hi = offsets[c], offsets[c + 1]
+                if end > start and hi > lo:
+                    pairs = by_cell[start:end]
+                    v, j = (q[pairs // probes] @ lists[lo:hi].T).topk(min(k, hi - lo), dim=1)
+                    if v.shape[1] < k:
+                        v = F.pad(v, (0, k - v.shape[1]), value=float("-inf"))
+                        j = F.pad(j, (0, k - j.shape[1]))
+                    cand_v.index_copy_(0, pairs, v)  # rows of distinct (query, slot) pairs: no two cells collide
+                    cand_i.index_copy_(0, pairs, j.add_(lo))
+
+        _cells_in_threads(scan, cells, query.device)
         v, pos = cand_v.view(m, -1).topk(k, dim=1)
         vals[b:b + m] = v[:, -1]
         idx[b:b + m] = index.order[cand_i.view(m, -1).gather(1, pos[:, -1:]).squeeze(1)]
