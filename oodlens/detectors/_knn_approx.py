@@ -7,7 +7,8 @@ centroid. Search (``ivf_kth``): a query scans only the ``probes`` cells whose ce
 computing exact float32 inner products with every row of those lists, and returns the k-th best of them. The scan
 is list-major: for each cell, the block of queries that probe it is multiplied against the cell's rows in one
 product and reduced to its top-k, so the work is ≈ probes/cells of the exact search's products plus one
-(queries × cells) product.
+(queries × cells) product. On a CPU the cells are shared by as many Python threads as torch uses, each running
+single-threaded ops (``_row_threads.run_rows``): many medium products parallelise better that way.
 
 Why a missed neighbour can only raise an OOD score. The detector's score is the distance to the k-th nearest
 training feature, ‖ẑ − ẑ_(k)‖. The IVF search returns the exact k-th nearest neighbour *within a subset* of the
