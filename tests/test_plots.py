@@ -166,3 +166,13 @@ def test_bad_inputs_found_by_review():
         with pytest.raises(OODLensError, match=msg):
             fn()
     assert isinstance(risk_coverage({"s": a}, (a > 0.5).astype(int)), Figure)  # 0/1 integers still accepted
+
+
+def test_modality_legend_does_not_cover_the_title():
+    fig = modality_attribution({"a": {"x": 0.6, "y": 0.4}}, title="Sensor blamed by max-z attribution",
+                               expected={"a": "x"})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    title = fig.axes[0].title.get_window_extent(renderer)
+    assert not legend.overlaps(title)  # the legend sat on the title (multimodal demo's figure)

@@ -53,8 +53,8 @@ def modality_attribution(shares: Any, title: str = "", expected: Mapping[str, st
     handles = [Patch(facecolor=colour(j), alpha=0.85, label=m) for j, m in enumerate(modalities)]
     if expected:
         handles.append(Patch(facecolor="white", edgecolor="#555555", hatch="//", label="expected"))
-    ax.legend(handles=handles, fontsize=8, frameon=False, ncols=len(handles), loc="lower right",
-              bbox_to_anchor=(1.0, 1.0))
+    # below the axes, outside them: above, it collided with the title
+    fig.legend(handles=handles, fontsize=8, frameon=False, ncols=len(handles), loc="outside lower center")
     return fig
 
 
