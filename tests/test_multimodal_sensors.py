@@ -86,6 +86,7 @@ def test_demo_runs_and_reports(tmp_path, capsys):
     for section in ("ID test accuracy", "Fused detectors", "Prediction discrepancy", "Detector fusion across",
                     "Verdict"):
         assert section in text
+    assert "sensor heads stay at their initialisation" in text  # the baseline's ~chance sensor accuracies explained
     acc = __import__("pandas").read_csv(tmp_path / "out" / "multimodal_accuracy.csv")
     assert (acc["fused"] > 0.5).all()  # 6 classes: chance is 1/6, even the reduced training learns
     fusion = __import__("pandas").read_csv(tmp_path / "out" / "multimodal_fusion.csv")

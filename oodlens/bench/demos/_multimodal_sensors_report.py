@@ -155,6 +155,9 @@ def render(res: dict[str, Any], seconds: float) -> str:
         "",
         accuracy_table(res),
         "",
+        "The baseline trains the fused head only: its sensor heads stay at their initialisation (chance is "
+        "1/6 ≈ 17 %), and so do its discrepancy figures below." if "baseline" in res["variants"] else "",
+        "",
         "## Fused detectors",
         "",
         "Each detector on the fused logits / concatenated embeddings; AUROC and FPR95 averaged over the test sets "
