@@ -78,6 +78,28 @@ def train_fcn(model: SceneFCN, images: torch.Tensor, targets: torch.Tensor, *, e
     return model.eval()
 
 
+def fit_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, *, steps: int, seed: int,
+             lr: float = 1e-2, rows_per_step: int = 8192, background_weight: float = 0.25) -> nn.Module:
+    """Train a per-pixel head alone on fixed features (B, D, H, W) — pixels as rows, random row batches, Adam,
+    the same weighted cross-entropy as :func:`train_fcn` (255 ignored)."""
+    rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    y = targets.reshape(-1)
+    keep = (y != 255).nonzero().flatten()
+    rows, y = rows[keep], y[keep]
+    weight = torch.ones(NUM_CLASSES)
+    weight[0] = background_weight
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    head.train()
+    for _ in range(steps):
+        idx = torch.randint(0, rows.shape[0], (rows_per_step,), generator=g)
+        loss = F.cross_entropy(head(rows[idx]), y[idx], weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return head.eval()
+
+
 def save_fcn(model: SceneFCN, path: Path, meta: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors({k: v.detach().contiguous() for k, v in model.state_dict().items()}, path, meta)
