@@ -6,8 +6,8 @@ on any encoder's embeddings (self-supervised or foundation-model features).
     clusters 1..K by k-means on the training z;  μ_k, Σ_k = mean and ML covariance of cluster k
     score(x) = min_k (z − μ_k)ᵀ Σ_k⁺ (z − μ_k)
 
-Higher = farther from every cluster = more OOD. Matches the reference (github.com/inspire-group/SSD,
-``eval_ssd.py``): the same normalisation and standardisation, ``np.cov(bias=True)`` per cluster, pseudo-inverse,
+Higher = farther from every cluster = more OOD. With ``covariance="empirical"`` this matches the reference
+(github.com/inspire-group/SSD, ``eval_ssd.py``; the default ``"auto"`` differs for small clusters, see below): the same normalisation and standardisation, ``np.cov(bias=True)`` per cluster, pseudo-inverse,
 minimum over clusters, and ``--clusters`` default 1 (one Gaussian). Differences: k-means is our seeded Lloyd /
 k-means++ (``_kmeans.py``; the reference runs faiss k-means for 100 iterations on a random permutation), and the
 pseudo-inverse drops eigenvalues below 1e-10 × the largest (numpy's ``pinv`` uses 1e-15).
