@@ -92,3 +92,22 @@ def test_all_zero_weights_are_refused_not_nan():
         weighted_pvalues(torch.arange(5.0), torch.zeros(5), torch.tensor([1.0]), torch.zeros(1))
     # zero calibration weights with a positive test weight are defined: p = w / w = 1
     assert weighted_pvalues(torch.arange(5.0), torch.zeros(5), torch.tensor([1.0]), torch.ones(1)).item() == 1.0
+
+
+def test_a_separable_site_warns_that_nothing_can_be_flagged():
+    g = torch.Generator().manual_seed(0)
+    cal_x, cal_s = torch.randn(200, 5, generator=g), torch.randn(200, generator=g)
+    far_site = torch.randn(80, 5, generator=g) + 100.0  # perfectly separable: every weight saturates at the clip
+    with pytest.warns(UserWarning, match="cannot fall below"):
+        wc = WeightedCalibrator(cal_s, cal_x, far_site)
+    # the warning is true: even a score far above every calibration score is not flagged at 0.05
+    p = wc.pvalues(torch.tensor([1e6]), far_site[:1])
+    assert p.item() > 0.05 and wc.domain.min_pvalue_ > 0.05
+    w = float(torch.median(wc.domain.target_weights_))
+    assert wc.domain.min_pvalue_ == pytest.approx(w / (float(wc.cal_weights.sum()) + w))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overlapping site stays silent
+        near = WeightedCalibrator(cal_s, cal_x, torch.randn(80, 5, generator=g) + 0.3)
+    assert near.domain.min_pvalue_ < 0.05

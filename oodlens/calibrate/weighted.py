@@ -36,6 +36,7 @@ measure the realised false-alarm rate under a known shift.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,16 @@ class DomainWeights:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            return self._fit(source, target)
+            self._fit(source, target)
+        if self.min_pvalue_ > 0.05:
+            warnings.warn(
+                f"the new site is nearly separable from the calibration data (domain AUROC {self.domain_auroc_:.3f}): "
+                f"half of its unlabelled inputs get a weight ≥ {float(torch.median(self.target_weights_)):.3g} "
+                f"against {float(self.source_weights_.sum()):.3g} for all calibration inputs together, so their "
+                f"weighted p-values cannot fall below {self.min_pvalue_:.3f}: such inputs cannot be flagged at "
+                "α = 0.05 whatever their score (the effective sample size does not show this). Calibrate on data "
+                "from this site instead.", stacklevel=2)
+        return self
 
     def _fit(self, source: Any, target: Any) -> "DomainWeights":
         from sklearn.linear_model import LogisticRegression
@@ -228,6 +238,16 @@ class DomainWeights:
     @property
     def ess_fraction(self) -> float:
         return self.ess_ / self.n_source_
+
+    @property
+    def min_pvalue_(self) -> float:
+        """The smallest weighted p-value the median unlabelled input of the new site can reach (its score above
+        every calibration score): ``w / (Σ_i w_i + w)`` at its weight ``w``. Above α, the site's inputs cannot be
+        flagged at level α — what happens when the site is nearly separable and the clipped weights saturate."""
+        if not hasattr(self, "target_weights_"):
+            raise NotFittedError("DomainWeights is not fitted; call fit(source, target) first")
+        w = float(torch.median(self.target_weights_))
+        return w / (float(self.source_weights_.sum()) + w)
 
 
 class WeightedCalibrator:
