@@ -11,7 +11,9 @@ ID test inputs follow ``Q`` with ``dQ/dP(x) ∝ w(x)`` (the same classes, anothe
 Guarantee (known ``w``): for an ID input from ``Q``, ``P(p(x) ≤ t) ≤ t`` — the weighted analogue of the marginal
 conformal p-value (which is the case ``w ≡ 1``). The test point's own weight ``w(x)`` enters with the count of ties
 (``≥``), which only makes p larger. Semantic OOD is still flagged: its score exceeds most weighted calibration
-scores whatever the weights.
+scores — as long as the input's own weight does not dominate: ``p ≥ w(x) / (Σ_i w(X_i) + w(x))`` whatever the
+score, so on a nearly separable site (saturated weights) nothing can be flagged (:attr:`DomainWeights.min_pvalue_`,
+with a warning at fit).
 
 Estimated weights (:class:`DomainWeights`): a probabilistic domain classifier ``c(x) = P(new site | x)`` on
 features — scikit-learn's L2 logistic regression on standardised features with balanced class weights, so that the
