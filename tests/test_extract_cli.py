@@ -95,13 +95,27 @@ def test_image_folder_with_the_packaged_mobilenet(tmp_path):
     (["minilm", "{tmp}/empty.txt"], "no non-empty lines"),
     (["minilm", "{tmp}/missing.txt"], "not found"),
     (["my_encoders:nothing", "{tmp}/lines.txt"], "cannot import"),
+    (["-", "{tmp}/lines.txt"], "only converts feature files"),  # was: "unknown encoder '-'"
+    (["my_encoders:head", "{tmp}/wide.npy"], "failed on"),  # a head of width 6 on 5-d features: was RuntimeError
 ])
 def test_errors_are_one_line(tmp_path, user_module, capsys, args, fragment):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "x.png").write_bytes(b"")
     (tmp_path / "lines.txt").write_text("a\n")
     (tmp_path / "empty.txt").write_text("\n\n")
+    np.save(tmp_path / "wide.npy", np.ones((4, 5), dtype=np.float32))
     argv = ["extract", *[a.format(tmp=tmp_path) for a in args], "-o", str(tmp_path / "o.safetensors")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("oodlens: error:") and fragment in err and err.count("\n") == 1
+
+
+def test_save_head_of_a_linear_without_bias(tmp_path, monkeypatch):
+    (tmp_path / "nobias_mod.py").write_text("import torch\ndef head():\n    return torch.nn.Linear(6, 3, bias=False)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "f.npy", np.ones((4, 6), dtype=np.float32))
+    argv = ["extract", "nobias_mod:head", str(tmp_path / "f.npy"), "-o", str(tmp_path / "o.safetensors"),
+            "--save-head", str(tmp_path / "head.safetensors")]
+    assert main(argv) == 0  # was: AttributeError on head.bias (None)
+    t, _ = load_tensors(tmp_path / "head.safetensors")
+    assert t["weight"].shape == (3, 6) and t["bias"].tolist() == [0.0, 0.0, 0.0]

@@ -94,12 +94,18 @@ def extract_to_file(model: str, data: str | os.PathLike, out: str | os.PathLike,
             head = next((m for m in reversed(list(net.modules())) if isinstance(m, nn.Linear)), None)
             with torch.inference_mode():
                 x = tensors["features"].float()
-                logits = torch.cat([net(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+                try:
+                    logits = torch.cat([net(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+                except RuntimeError as e:
+                    raise OODLensError(f"{model} failed on {data}'s features {tuple(x.shape)}: {e}") from e
             feats = Features({**tensors, "logits": logits})
     else:
         kind_in = "text"
         inputs = read_lines(data)
     if kind_in != "features":
+        if model in ("-", "none"):
+            raise OODLensError(f"model {model!r} only converts feature files (.safetensors / .npy / .npz); "
+                               f"{data} is {kind_in}: name an encoder")
         kind, fn = resolve_encoder(model, weights, device)
         if kind not in ("any", kind_in):
             raise OODLensError(f"encoder {model!r} takes {kind}, but {data} is {kind_in}")
@@ -108,8 +114,9 @@ def extract_to_file(model: str, data: str | os.PathLike, out: str | os.PathLike,
     if save_head is not None:
         if head is None:
             raise OODLensError(f"--save-head: encoder {model!r} has no linear classifier head to save")
+        bias = head.bias if head.bias is not None else torch.zeros(head.out_features)  # Linear(bias=False)
         save_tensors({"weight": head.weight.detach().float().contiguous(),
-                      "bias": head.bias.detach().float().contiguous()}, save_head)
+                      "bias": bias.detach().float().contiguous()}, save_head)
     tensors = {k: v.contiguous() for k, v in feats.items()}
     if labels is not None:
         if "labels" in tensors:
