@@ -105,3 +105,8 @@ def test_monitor_driver_of_fused_and_of_several_detectors(sites):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         two.assess(feats(test))  # no explanation columns by default without groups or bank
+
+
+def test_drivers_of_no_member_is_a_clear_error():
+    with pytest.raises(OODLensError, match="at least one member"):  # was: "members disagree ...: {}"
+        drivers({})

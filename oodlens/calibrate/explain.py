@@ -59,6 +59,8 @@ def drivers(member_pvalues: Mapping[str, Any] | Any, names: Sequence[str] | None
 
     ``member_pvalues``: a mapping name → (N,) or an (N, K) tensor with ``names``."""
     if isinstance(member_pvalues, Mapping):
+        if not member_pvalues:
+            raise OODLensError("drivers needs the p-values of at least one member, got an empty mapping")
         names = [str(k) for k in member_pvalues]
         cols = [as_scores(v, f"p-values of {k}") for k, v in member_pvalues.items()]
         sizes = {n: int(c.numel()) for n, c in zip(names, cols)}
