@@ -101,7 +101,7 @@ def run(name: str, data, args) -> None:
         a_e, a_a = auroc(s_exact[:n_id], s_exact[sl]), auroc(s_ivf[:n_id], s_ivf[sl])
         f_e = 100 * ood_accepted_at_id_kept(s_exact[:n_id], s_exact[sl])
         f_a = 100 * ood_accepted_at_id_kept(s_ivf[:n_id], s_ivf[sl])
-        print(f"| {ood_name} | {a_e:.4f} | {a_a:.4f} | {a_a - a_e:+.4f} | {f_e:.2f} | {f_a:.2f} | {f_a - f_e:+.2f} |")
+        print(f"| {ood_name} | {a_e:.4f} | {a_a:.4f} | {a_a - a_e:+.5f} | {f_e:.2f} | {f_a:.2f} | {f_a - f_e:+.2f} |")
 
 
 def main() -> None:
