@@ -184,3 +184,19 @@ def test_bad_inputs_found_by_review_are_clear_errors():
     import numpy as np
 
     assert ClassifierConfig(epochs=np.int64(2), seed=np.int64(3), lr=np.float32(0.1)).epochs == 2
+
+
+def test_method_parameters_are_type_checked():
+    # was: ValueError / TypeError from int() or '<', or NaN accepted (VOS loss_weight, OE weight, AbeT eps, ...)
+    for name, cls in METHODS.items():
+        import inspect
+
+        for p in inspect.signature(cls).parameters.values():
+            if isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
+                for bad in (float("nan"), "x"):
+                    with pytest.raises(OODLensError, match=p.name):
+                        cls(**{p.name: bad})
+    with pytest.raises(OODLensError, match="integer"):
+        VOS(sample_number=2.5)
+    with pytest.raises(OODLensError, match="eps"):
+        AbeT(eps=-1.0)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..detectors.energy import Energy
 from ..errors import OODLensError
-from .base import CrossEntropy, StepContext
+from .base import CrossEntropy, StepContext, check_numbers
 
 #: δ added to the feature and weight norms of the cosine numerator (reference: 0.0001)
 NORM_EPS = 1e-4
@@ -127,6 +127,9 @@ class AbeT(CrossEntropy):
     score = ("energy", {"temperature": 1.0})
 
     def __init__(self, eps: float = TEMPERATURE_EPS, norm_eps: float = NORM_EPS):
+        check_numbers("AbeT", floats={"eps": eps, "norm_eps": norm_eps})
+        if eps < 0 or norm_eps < 0:
+            raise OODLensError(f"AbeT eps and norm_eps must be >= 0, got {eps}, {norm_eps}")
         self.eps, self.norm_eps = float(eps), float(norm_eps)
 
     def setup(self, model: nn.Module, head_name: str, num_classes: int, feature_dim: int) -> None:

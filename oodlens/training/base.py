@@ -14,6 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import OODLensError
+
+
+def check_numbers(owner: str, ints: dict[str, Any] | None = None, floats: dict[str, Any] | None = None) -> None:
+    """Every value in ``ints`` an integer and every one in ``floats`` a finite real number (bools refused), else an
+    OODLensError naming ``owner`` and the parameter; the methods' own range checks follow."""
+    import math
+    import numbers
+
+    for name, v in (ints or {}).items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise OODLensError(f"{owner} {name} must be an integer, got {v!r}")
+    for name, v in (floats or {}).items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise OODLensError(f"{owner} {name} must be a finite number, got {v!r}")
+
 
 @dataclass
 class StepContext:

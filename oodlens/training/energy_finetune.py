@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import OODLensError
-from .base import CrossEntropy, StepContext
+from .base import CrossEntropy, StepContext, check_numbers
 
 
 def energy_margin_loss(in_logits: Tensor, out_logits: Tensor, m_in: float = -25.0, m_out: float = -7.0) -> Tensor:
@@ -33,6 +33,7 @@ class EnergyFinetune(CrossEntropy):
     score = ("energy", {})
 
     def __init__(self, weight: float = 0.1, m_in: float = -25.0, m_out: float = -7.0):
+        check_numbers("EnergyFinetune", floats={"weight": weight, "m_in": m_in, "m_out": m_out})
         if weight < 0:
             raise OODLensError(f"EnergyFinetune weight must be >= 0, got {weight}")
         if not m_in < m_out:

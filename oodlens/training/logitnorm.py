@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import OODLensError
-from .base import CrossEntropy, StepContext
+from .base import CrossEntropy, StepContext, check_numbers
 
 
 def logitnorm_loss(logits: Tensor, target: Tensor, tau: float = 0.04) -> Tensor:
@@ -29,6 +29,7 @@ class LogitNorm(CrossEntropy):
     score = ("msp", {})
 
     def __init__(self, tau: float = 0.04):
+        check_numbers("LogitNorm", floats={"tau": tau})
         if not tau > 0:
             raise OODLensError(f"LogitNorm tau must be > 0, got {tau}")
         self.tau = float(tau)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import OODLensError
-from .base import CrossEntropy, StepContext
+from .base import CrossEntropy, StepContext, check_numbers
 
 MIX_OPS = ("mixup", "cutmix")
 
@@ -69,6 +69,7 @@ class MixtureOutlierExposure(CrossEntropy):
     def __init__(self, mix_op: str = "mixup", alpha: float | None = None, weight: float = 5.0):
         if mix_op not in MIX_OPS:
             raise OODLensError(f"mix_op must be one of {MIX_OPS}, got {mix_op!r}")
+        check_numbers("MixOE", floats={"weight": weight, **({"alpha": alpha} if alpha is not None else {})})
         self.mix_op = mix_op
         self.alpha = float(alpha if alpha is not None else (1.0 if mix_op == "mixup" else 2.0))
         if not self.alpha > 0 or weight < 0:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import OODLensError
 from ._queue import ClassQueue, QueuedSynthesis
-from .base import StepContext
+from .base import StepContext, check_numbers
 
 
 def kth_distance(queries: Tensor, bank: Tensor, k: int) -> Tensor:
@@ -72,6 +72,10 @@ class NPOS(QueuedSynthesis):
     def __init__(self, sample_number: int = 1000, k: int = 100, select: int = 50, pick_nums: int = 2,
                  id_points_num: int = 2, sample_from: int = 600, cov_mat: float = 0.1, loss_weight: float = 0.1,
                  start_epoch: int = 0, mlp_dim: int = 128, mlp_lr_scale: float = 0.1):
+        check_numbers("NPOS", ints=dict(sample_number=sample_number, k=k, select=select, pick_nums=pick_nums,
+                                        id_points_num=id_points_num, sample_from=sample_from, start_epoch=start_epoch,
+                                        mlp_dim=mlp_dim),
+                      floats=dict(cov_mat=cov_mat, loss_weight=loss_weight, mlp_lr_scale=mlp_lr_scale))
         if min(sample_number, k, select, pick_nums, id_points_num, sample_from, mlp_dim) < 1:
             raise OODLensError("NPOS sizes must be >= 1")
         if cov_mat <= 0 or loss_weight < 0 or start_epoch < 0 or mlp_lr_scale <= 0:

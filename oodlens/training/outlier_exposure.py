@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import OODLensError
-from .base import CrossEntropy, StepContext
+from .base import CrossEntropy, StepContext, check_numbers
 
 
 def uniform_cross_entropy(logits: Tensor) -> Tensor:
@@ -29,6 +29,7 @@ class OutlierExposure(CrossEntropy):
     score = ("msp", {})
 
     def __init__(self, weight: float = 0.5):
+        check_numbers("OutlierExposure", floats={"weight": weight})
         if weight < 0:
             raise OODLensError(f"OutlierExposure weight must be >= 0, got {weight}")
         self.weight = float(weight)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import OODLensError
 from ._queue import ClassQueue, QueuedSynthesis
-from .base import StepContext
+from .base import StepContext, check_numbers
 
 #: numbers per block of Gaussian draws (sample_from × classes × D) before the classes are split into chunks
 DRAW_BLOCK = 1 << 24
@@ -82,6 +82,8 @@ class VOS(QueuedSynthesis):
 
     def __init__(self, sample_number: int = 1000, sample_from: int = 10000, select: int = 1,
                  loss_weight: float = 0.1, start_epoch: int = 40):
+        check_numbers("VOS", ints=dict(sample_number=sample_number, sample_from=sample_from, select=select,
+                                       start_epoch=start_epoch), floats=dict(loss_weight=loss_weight))
         if min(sample_number, sample_from, select) < 1 or loss_weight < 0 or start_epoch < 0:
             raise OODLensError("VOS needs sample_number, sample_from, select >= 1, loss_weight >= 0, start_epoch >= 0")
         self.sample_number, self.sample_from, self.select = int(sample_number), int(sample_from), int(select)
