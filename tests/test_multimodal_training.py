@@ -182,3 +182,19 @@ def test_three_modalities_train_with_pairwise_terms():
         assert res.best_val_acc > 0.6  # chance is 1/3
         terms = tr.losses(x, y, epoch=2)
         assert {"a2d", "ood_disc", "ood_entropy"} <= set(terms) and torch.isfinite(terms["loss"])
+
+
+def test_bad_inputs_found_by_review():
+    from oodlens.multimodal import hellinger
+
+    m = MultimodalClassifier({"a": None, "b": None}, {"a": 4, "b": 5}, num_classes=3)
+    with pytest.raises(OODLensError, match="disagree on the number of inputs"):  # was: RuntimeError from torch.cat
+        m({"a": torch.randn(2, 4), "b": torch.randn(3, 5)})
+    with pytest.raises(OODLensError, match="differ in shape"):  # was: RuntimeError
+        hellinger(torch.rand(3, 4), torch.rand(3, 5))
+    with pytest.raises(OODLensError, match="epochs must be an integer"):  # was: TypeError
+        TrainConfig(epochs="3")
+    with pytest.raises(OODLensError, match="lr must be a finite number"):
+        TrainConfig(lr=float("inf"))
+    with pytest.raises(OODLensError, match="not a torch device name"):
+        Trainer(m, TrainConfig(epochs=1), device="gpu0")

@@ -60,6 +60,8 @@ def _safe_sqrt(s: torch.Tensor) -> torch.Tensor:
 
 def hellinger(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-row Hellinger distance (N,) between probability rows, after clamping both to ≥ 1e-6."""
+    if p.shape != q.shape:
+        raise OODLensError(f"hellinger: probability rows differ in shape, {tuple(p.shape)} vs {tuple(q.shape)}")
     p, q = p.clamp_min(_CLAMP), q.clamp_min(_CLAMP)
     return _safe_sqrt(((p.sqrt() - q.sqrt()) ** 2).sum(-1)) / math.sqrt(2.0)
 

@@ -91,6 +91,9 @@ class MultimodalClassifier(nn.Module):
             if z.ndim != 2 or z.shape[1] != self.dims[m]:
                 raise OODLensError(f"encoder of {m!r} returned shape {tuple(z.shape)}, expected (N, {self.dims[m]})")
             out[m] = z
+        rows = {m: int(z.shape[0]) for m, z in out.items()}
+        if len(set(rows.values())) != 1:
+            raise OODLensError(f"modalities disagree on the number of inputs N: {rows}")
         return out
 
     def heads_forward(self, embeddings: Mapping[str, torch.Tensor]) -> MultimodalOutput:

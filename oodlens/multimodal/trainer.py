@@ -36,7 +36,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..encoders._common import check_device
 from ..errors import OODLensError
+from ..training.base import check_numbers
 from ..training.loop import TrainResult, check_class_labels, fit_epochs
 from .feature_mixing import feature_mixing
 from .losses import DISTANCES, a2d_loss, outlier_discrepancy_loss, outlier_entropy_loss
@@ -70,6 +72,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers("TrainConfig", ints={"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed},
+                      floats={"lr": self.lr})
         if self.epochs < 1 or self.batch_size < 1:
             raise OODLensError(f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0:
@@ -134,7 +138,7 @@ class Trainer:
                  device: str | torch.device = "cpu", progress: bool = True):
         self.model = model
         self.cfg = config or TrainConfig()
-        self.device = torch.device(device)
+        self.device = check_device(device) or torch.device("cpu")
         self.progress = progress
         self.model.to(self.device)
         self.optim = _make_optimizer([p for p in model.parameters() if p.requires_grad], self.cfg)
