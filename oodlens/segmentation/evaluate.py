@@ -70,12 +70,16 @@ def per_image_metrics(scores: Any, labels: Any, roi: Any = None, ignore_index: i
 
 
 def evaluate(scores: Any, labels: Any, roi: Any = None, *, ignore_index: int = 255, per_image: bool = True,
-             components: bool = True, min_segment: int = 500, min_instance: int = 100, bits: int = DEFAULT_BITS
+             components: bool = True, min_segment: int = 500, min_instance: int = 100, bits: int | None = None
              ) -> dict[str, dict[str, float]]:
     """{"pooled": streamed AUROC / AP / FPR95 / best F1 / threshold, "per_image": ..., "components": sIoU /
     PPV / F1} for (B, H, W) score maps and labels (0 normal, 1 anomaly, ``ignore_index``).
 
+    ``bits``: the coarse bin resolution (default: 22, or 20 below 2²² pixels, where a smaller histogram is
+    cheaper to set up and read; bins with more than 256 pixels are counted per float32 value either way).
     Raises if no valid pixel is an anomaly (or none is normal): pooled metrics are undefined there."""
+    if bits is None:
+        bits = DEFAULT_BITS if np.size(to_numpy(labels, "labels")) >= 1 << 22 else 20
     acc = StreamingPixelMetrics(ignore_index=ignore_index, bits=bits).update(scores, labels, roi)
     counts = acc.counts()
     if counts.n_pos + counts.n_neg == 0:

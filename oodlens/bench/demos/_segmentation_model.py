@@ -15,7 +15,7 @@ from ...safetensors_io import load_tensors, save_tensors
 from ...training.abet import AbeTHead
 
 NUM_CLASSES = 7  # background + digits 0-5
-WIDTHS = (16, 32, 64, 24)  # enc1, enc2, enc3, features
+WIDTHS = (16, 32, 96, 24)  # enc1, enc2, enc3, features
 
 
 def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -24,7 +24,7 @@ def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequen
 
 
 class SceneFCN(nn.Module):
-    """enc1 (16 ch, 1/1) → enc2 (32 ch, 1/2) → enc3 (64 ch, 1/4: four 3×3 convolutions, dilations 1, 2, 4, 1) →
+    """enc1 (16 ch, 1/1) → enc2 (32 ch, 1/2) → enc3 (96 ch, 1/4: four 3×3 convolutions, dilations 1, 2, 4, 1) →
     ``features``: enc3 upsampled ×4 and concatenated with enc1, a 1×1 then a 3×3 convolution (24 ch, 1/1) →
     ``head`` (1×1 conv, or an AbeT head with ``abet=True``). Most of the work happens at 1/4 resolution."""
 
@@ -118,7 +118,7 @@ def load_fcn(path: Path, abet: bool) -> SceneFCN:
 @torch.inference_mode()
 def forward_maps(model: SceneFCN, images: torch.Tensor, batch_size: int = 64
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits (B, C, H, W), penultimate features (B, 24, H, W), encoder map (B, 64, H/4, W/4))."""
+    """(logits (B, C, H, W), penultimate features (B, 24, H, W), encoder map (B, 96, H/4, W/4))."""
     outs: dict[str, torch.Tensor] = {}
     hooks = [model.features.register_forward_hook(lambda m, i, o: outs.__setitem__("features", o)),
              model.enc3.register_forward_hook(lambda m, i, o: outs.__setitem__("enc3", o))]
