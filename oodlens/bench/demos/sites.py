@@ -30,7 +30,7 @@ def run_demo(args: Any) -> int:
     summary = summarise(per_rep)
     readings = example_readings(prep, seed)
     settings = {"seed": seed, "alpha": ALPHA, "reps": REPS, "cal_per_site": KNOWN_SPLIT[0],
-                "detectors": ", ".join(prep.scores), "train (s)": f"{prep.train_seconds:.1f}"}
+                "detectors": ", ".join(prep.scores), "model, features, detectors (s)": f"{prep.train_seconds:.1f}"}
     rep = build_report(prep, summary, weights, aurocs(prep), readings, settings)
     print(rep.to_markdown())
     for name, why in prep.skipped.items():
