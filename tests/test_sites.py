@@ -66,6 +66,7 @@ def test_demo_runs_small(tmp_path, monkeypatch, capsys):
     assert demo.run_demo(args) == 0
     out = capsys.readouterr().out
     assert "Per site: false alarms and detection (knn)" in out and "C (new)" in out and "unseen group 'C'" in out
+    assert "only 180 unlabelled images from it" in out  # was "a few hundred" (the split has 180)
     assert (tmp_path / "sites.md").is_file() and (tmp_path / "sites.html").is_file()
     assert (tmp_path / "sites_summary.csv").read_text().count("\n") == 1 + 3 * 2 * 3  # sites × detectors × methods
 

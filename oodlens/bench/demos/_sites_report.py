@@ -13,6 +13,7 @@ from ...calibrate.explain import FeatureBank, drivers, explain_table
 from ...calibrate.pvalues import conformal_pvalues
 from ...detectors import get_detector
 from ..html import HtmlReport
+from . import _sites_eval
 from ._sites_eval import DETECTOR_PARAMS, METHODS, SITES, TRAIN_SITES, Prepared
 
 
@@ -92,8 +93,9 @@ def build_report(prep: Prepared, summary: pd.DataFrame, weights: pd.DataFrame, a
                      subtitle=f"simulated multi-site study from scikit-learn digits, seed {settings['seed']}")
     rep.section("Study", (
         "Digits 0–5 are imaged at three sites through different acquisition models (contrast curve, blur, noise, "
-        "resolution). A CNN is trained on sites A and B; site C is new: the monitor has only a few hundred "
-        "unlabelled images from it. Semantic OOD = digits 6–9 imaged at every site. Calibration: ID images of A "
+        "resolution). A CNN is trained on sites A and B; site C is new: the monitor has only "
+        f"{_sites_eval.NEW_SPLIT[0]} unlabelled images from it (and tests on {_sites_eval.NEW_SPLIT[1]} more). "
+        "Semantic OOD = digits 6–9 imaged at every site. Calibration: ID images of A "
         f"and B held out from training ({settings['cal_per_site']} per site per repetition). "
         f"Rates at α = {settings['alpha']:g}, mean ± standard error over {settings['reps']} random "
         "calibration / unlabelled / test splits.\n\n"
