@@ -167,14 +167,34 @@ def _split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
     return batch, None
 
 
-def _to(x: Any, device: torch.device) -> Any:
+def _to(x: Any, device: torch.device, float_dtype: torch.dtype | None = None) -> Any:
+    """Move a batch to ``device``; floating tensors take the model's floating dtype (a float64 or float16 batch
+    meets a float32 model), integer tensors (token ids, masks) keep theirs."""
     if isinstance(x, torch.Tensor):
+        if float_dtype is not None and x.is_floating_point():
+            return x.to(device, float_dtype)
         return x.to(device)
     if isinstance(x, Mapping):
-        return {k: _to(v, device) for k, v in x.items()}
+        return {k: _to(v, device, float_dtype) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
+        return type(x)(_to(v, device, float_dtype) for v in x)
     return x
+
+
+def _model_float_dtype(model: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _run_model(model: nn.Module, x: Any, device: torch.device, float_dtype: torch.dtype | None, row: int) -> Any:
+    """The model on one batch; its own failure (a wrong input dtype or shape) becomes one clear error."""
+    try:
+        return _call(model, _to(x, device, float_dtype))
+    except (RuntimeError, TypeError, ValueError) as e:
+        kinds = {str(t.dtype): tuple(t.shape) for t in ([x] if isinstance(x, torch.Tensor) else
+                 (x.values() if isinstance(x, Mapping) else x if isinstance(x, (list, tuple)) else []))
+                 if isinstance(t, torch.Tensor)}
+        raise OODLensError(f"the model failed on the batch starting at row {row} (inputs: {kinds or type(x).__name__}): "
+                           f"{type(e).__name__}: {e}") from e
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -245,6 +265,7 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
     label_parts: list[torch.Tensor] = []
     writer: StreamingWriter | None = None
     was_training = model.training
+    float_dtype = _model_float_dtype(model)
     row = 0
     try:
         for module_name, feature_name in mapping.items():
@@ -256,7 +277,7 @@ def extract(model: nn.Module, data: Any, layers: Sequence[str] | Mapping[str, st
                 x, y = _split_batch(batch)
                 captured.clear()
                 mask[0] = _attention_mask(x)
-                result = _call(model, _to(x, device))
+                result = _run_model(model, x, device, float_dtype, row)
                 outs = dict(captured)
                 if logits or outputs is not None:
                     for k, v in _model_outputs(result, outputs).items():
