@@ -9,8 +9,9 @@ All readers yield :class:`Frame` objects with the image (3, H, W) float in [0, 1
   Lost-and-Found as SegmentMeIfYouCan's obstacle track, and RoadAnomaly (label PNGs in ``<name>.labels/
   labels_semantic.png``: 2 anomaly, 0 normal).
 * :func:`read_streethazards` — StreetHazards (Hendrycks et al., 2022): ``images/<split>/...png`` and
-  ``annotations/<split>/...png`` with class ids 1–13, where 14 is the anomaly class (0-based 13 after the
-  reference's ``− 1``); id 0 is "unlabeled" and is ignored.
+  ``annotations/<split>/...png`` (same relative path) with raw ids 1–14; the reference code subtracts 1 and
+  takes class 13 as the anomaly (``OOD.out_labels = 13``), so raw 14 → anomaly; raw 0 (−1 there, its loss's
+  ignore index) → ignore; every other id (including raw 1, "unlabeled") → normal, as the reference evaluates.
 """
 
 from __future__ import annotations
