@@ -60,7 +60,25 @@ VIDEO_COLUMNS = [("method", "score"), ("aggregation", "aggregation"), ("box_auro
                  ("median_ttd", "median TTD (frames)"), ("mean_ttd", "mean TTD")]
 
 
-def write(out: str | Path, text: str, tables: dict[str, Sequence[dict[str, Any]]]) -> list[Path]:
+def example_figure(image: Any, dets: Any, gt: Any, scores: Any, threshold: float, method: str) -> Any:
+    """One mixed test image: its detections outlined by OOD score (solid = flagged unknown), labelled with the
+    predicted class and whether the matched object is known ('K') or unknown ('U')."""
+    from ...detection.matching import assign
+    from ...plots import boxes_with_scores
+
+    m = assign(dets, gt)
+    lab = gt.labels.numpy()
+    tag = [("U" if lab[j] < 0 else "K") if j >= 0 else "-" for j in m]
+    labels = [f"{int(c)}/{t}" for c, t in zip(dets.classes.tolist(), tag)]
+    return boxes_with_scores(image, dets.boxes, scores, labels=labels, threshold=threshold,
+                             title=f"{method} OOD score")
+
+
+def write(out: str | Path, text: str, tables: dict[str, Sequence[dict[str, Any]]], figure: Any = None,
+          figure_caption: str = "") -> list[Path]:
+    """Markdown, one CSV per table and a self-contained HTML report (with ``figure`` when given)."""
+    from ..html import HtmlReport
+
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "detection_report.md"]
@@ -69,4 +87,8 @@ def write(out: str | Path, text: str, tables: dict[str, Sequence[dict[str, Any]]
         p = folder / f"detection_{name}.csv"
         flat(rows).to_csv(p, index=False)
         paths.append(p)
+    html = HtmlReport.from_markdown(text)
+    if figure is not None:
+        html.section("Example test image").figure(figure, caption=figure_caption)
+    paths.append(html.write(folder / "detection_report.html"))
     return paths
