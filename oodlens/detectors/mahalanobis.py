@@ -16,24 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from ._gaussian import check_covariance_choice, fit_whitener, min_sq_distance
-from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
-from .base import Detector
+from ._gaussian import fit_whitener, min_sq_distance
+from ._gaussian_stats import GaussianStats, mark_fitted
+from ._gaussian_family import TiedGaussianDetector
 
 
-class Mahalanobis(Detector):
+class Mahalanobis(TiedGaussianDetector):
     name = "mahalanobis"
-    needs_labels = True
-
-    def __init__(self, features: str = "features", covariance: str = "auto"):
-        self.features = features
-        self.covariance = check_covariance_choice(covariance)
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.features,)
-
-    def _fit(self, train, labels, head, model) -> None:
-        self.fit_from_stats(gaussian_stats(train[self.features], labels))
 
     def fit_from_stats(self, stats: GaussianStats, head=None) -> "Mahalanobis":
         """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all

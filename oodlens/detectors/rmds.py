@@ -25,24 +25,13 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ._gaussian import centred_products, check_covariance_choice, fit_whitener, sq_dist_to_means
-from ._gaussian_stats import GaussianStats, gaussian_stats, mark_fitted
-from .base import Detector
+from ._gaussian import centred_products, fit_whitener, sq_dist_to_means
+from ._gaussian_stats import GaussianStats, mark_fitted
+from ._gaussian_family import TiedGaussianDetector
 
 
-class RMDS(Detector):
+class RMDS(TiedGaussianDetector):
     name = "rmds"
-    needs_labels = True
-
-    def __init__(self, features: str = "features", covariance: str = "auto"):
-        self.features = features
-        self.covariance = check_covariance_choice(covariance)
-
-    def required_features(self) -> tuple[str, ...]:
-        return (self.features,)
-
-    def _fit(self, train, labels, head, model) -> None:
-        self.fit_from_stats(gaussian_stats(as_float(train[self.features]), labels))
 
     def fit_from_stats(self, stats: GaussianStats, head=None) -> "RMDS":
         """Fit from sufficient statistics (merged across shards by ``oodlens.scale``; ``fit`` passes those of all
