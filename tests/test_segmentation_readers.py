@@ -1,5 +1,7 @@
 """Readers of anomaly-segmentation folder layouts, on small PNG fixtures written here."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,20 +37,38 @@ def test_fishyscapes_layout(tmp_path):
 def test_road_anomaly_layout(tmp_path):
     raw = np.zeros((6, 8), np.uint8)
     raw[2:4, 1:5] = 2  # RoadAnomaly: 2 = anomaly
+    raw[0, 0] = 9      # an id of neither kind: ignore
     _png(tmp_path / "frames" / "animal.png", _image(3))
     _png(tmp_path / "frames" / "animal.labels" / "labels_semantic.png", raw)
     (f,) = read_pairs(tmp_path, "roadanomaly")
-    assert f.labels.sum().item() == 8 and set(np.unique(f.labels.numpy())) == {0, 1}
+    assert (f.labels == 1).sum().item() == 8 and f.labels[0, 0] == 255 and set(np.unique(f.labels.numpy())) == {0, 1, 255}
 
 
-def test_lost_and_found_layout(tmp_path):
+def test_smiyc_layout(tmp_path):
     raw = np.full((6, 8), 255, np.uint8)  # outside the road: void
     raw[3:] = 0
     raw[4, 4] = 1
-    _png(tmp_path / "images" / "laf_0001.png", _image(4))
-    _png(tmp_path / "labels_masks" / "laf_0001_labels_semantic.png", raw)
-    (f,) = read_pairs(tmp_path, "lostandfound")
+    _png(tmp_path / "images" / "validation_0001.png", _image(4))
+    _png(tmp_path / "labels_masks" / "validation_0001_labels_semantic.png", raw)
+    (f,) = read_pairs(tmp_path, "smiyc")
     np.testing.assert_array_equal(f.labels.numpy(), raw)
+
+
+def test_lost_and_found_layout(tmp_path):
+    raw = np.zeros((6, 8), np.uint8)  # 0: ignore (off the road)
+    raw[3:] = 1                        # road
+    raw[4, 4:6] = 7                    # an obstacle (2..200)
+    raw[5, 0] = 201                    # outside both ranges: ignore
+    scene = Path("test") / "04_Maurener_Weg_8"
+    _png(tmp_path / "leftImg8bit" / scene / "04_Maurener_Weg_8_000000_000030_leftImg8bit.png", _image(6))
+    _png(tmp_path / "gtCoarse" / scene / "04_Maurener_Weg_8_000000_000030_gtCoarse_labelIds.png", raw)
+    (f,) = read_pairs(tmp_path, "lostandfound")
+    want = np.full((6, 8), 255, np.uint8)
+    want[3:] = 0
+    want[4, 4:6] = 1
+    want[5, 0] = 255
+    np.testing.assert_array_equal(f.labels.numpy(), want)
+    assert f.name == str(scene / "04_Maurener_Weg_8_000000_000030")
 
 
 def test_streethazards_anomaly_class(tmp_path):

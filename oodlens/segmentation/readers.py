@@ -3,11 +3,19 @@
 All readers yield :class:`Frame` objects with the image (3, H, W) float in [0, 1] and the evaluation labels
 (H, W) uint8: 0 normal, 1 anomaly, 255 ignore — SegmentMeIfYouCan's convention.
 
-* :func:`read_pairs` — an images folder and a labels folder of PNGs matched by file stem (with an optional
-  suffix such as ``_labels``), mapping label ids: ``anomaly_ids`` → 1, ``ignore_ids`` → 255, the rest → 0.
-  Presets (:data:`LAYOUTS`) for Fishyscapes Lost & Found / Static (labels 1 anomaly, 255 void),
-  Lost-and-Found as SegmentMeIfYouCan's obstacle track, and RoadAnomaly (label PNGs in ``<name>.labels/
-  labels_semantic.png``: 2 anomaly, 0 normal).
+* :func:`read_pairs` — images and label PNGs matched by file name (:class:`Layout`); as
+  ``road-anomaly-benchmark`` does, label ids in ``normal_ids`` → 0, in ``anomaly_ids`` → 1, any other id → 255
+  (ignore). Presets (:data:`LAYOUTS`):
+
+  - ``fishyscapes`` (Fishyscapes Lost & Found / Static): ``images/<name>.png``, ``labels/<name>.png``,
+    0 normal, 1 anomaly, 255 void;
+  - ``smiyc`` (SegmentMeIfYouCan anomaly / obstacle tracks): ``images/<name>.*``,
+    ``labels_masks/<name>_labels_semantic.png``, 0 normal, 1 anomaly, 255 void;
+  - ``lostandfound`` (the original Lost-and-Found): ``leftImg8bit/<split>/<scene>/<name>_leftImg8bit.png`` and
+    ``gtCoarse/<split>/<scene>/<name>_gtCoarse_labelIds.png``, 1 road (normal), 2–200 obstacles (anomaly),
+    0 ignore — the reference's ``LAF_CLASSES``;
+  - ``roadanomaly`` (RoadAnomaly, Lis et al. 2019): ``frames/<name>.jpg`` with
+    ``frames/<name>.labels/labels_semantic.png``, 0 normal, 2 anomaly.
 * :func:`read_streethazards` — StreetHazards (Hendrycks et al., 2022): ``images/<split>/...png`` and
   ``annotations/<split>/...png`` (same relative path) with raw ids 1–14; the reference code subtracts 1 and
   takes class 13 as the anomaly (``OOD.out_labels = 13``), so raw 14 → anomaly; raw 0 (−1 there, its loss's
@@ -38,18 +46,25 @@ class Frame:
 
 @dataclass(frozen=True)
 class Layout:
-    images: str  # images folder, relative to the data set root
-    labels: str  # labels folder (a path with "{stem}" is a per-image file pattern)
-    label_suffix: str  # file name of the label = stem + label_suffix
+    """Where images and labels are: ``images`` and ``labels`` folders (relative to the root); an image
+    ``<dir>/<stem><image_suffix>.<ext>`` (``dir`` relative to the images folder, searched recursively when
+    ``recursive``) has the label ``<labels>/<dir>/`` + ``label_name.format(stem=stem)``."""
+
+    images: str
+    labels: str
+    label_name: str
+    normal_ids: tuple[int, ...]
     anomaly_ids: tuple[int, ...]
-    ignore_ids: tuple[int, ...]
+    image_suffix: str = ""
+    recursive: bool = False
 
 
 LAYOUTS = {
-    "fishyscapes": Layout("images", "labels", ".png", (1,), (255,)),
-    "lostandfound": Layout("images", "labels_masks", "_labels_semantic.png", (1,), (255,)),
-    "smiyc": Layout("images", "labels_masks", "_labels_semantic.png", (1,), (255,)),
-    "roadanomaly": Layout("frames", "frames/{stem}.labels", "labels_semantic.png", (2,), (255,)),
+    "fishyscapes": Layout("images", "labels", "{stem}.png", (0,), (1,)),
+    "smiyc": Layout("images", "labels_masks", "{stem}_labels_semantic.png", (0,), (1,)),
+    "lostandfound": Layout("leftImg8bit", "gtCoarse", "{stem}_gtCoarse_labelIds.png", (1,), tuple(range(2, 201)),
+                           image_suffix="_leftImg8bit", recursive=True),
+    "roadanomaly": Layout("frames", "frames", "{stem}.labels/labels_semantic.png", (0,), (2,)),
 }
 
 
@@ -63,16 +78,16 @@ def _read_png(path: Path, what: str) -> np.ndarray:
         raise OODLensError(f"cannot read {what} {path}: {e}") from e
 
 
-def map_labels(raw: np.ndarray, anomaly_ids: Sequence[int], ignore_ids: Sequence[int], path: Path | str = ""
+def map_labels(raw: np.ndarray, normal_ids: Sequence[int], anomaly_ids: Sequence[int], path: Path | str = ""
                ) -> torch.Tensor:
-    """Raw label ids (H, W) -> 0 / 1 (anomaly) / 255 (ignore), uint8."""
+    """Raw label ids (H, W) -> 0 (normal) / 1 (anomaly) / 255 (every other id: ignore), uint8."""
     if raw.ndim == 3:  # a colour-coded or RGBA label PNG: the first channel holds the id
         raw = raw[..., 0]
     if raw.ndim != 2:
         raise OODLensError(f"label image {path} must be (H, W), got shape {raw.shape}")
-    out = np.zeros(raw.shape, dtype=np.uint8)
+    out = np.full(raw.shape, 255, dtype=np.uint8)
+    out[np.isin(raw, list(normal_ids))] = 0
     out[np.isin(raw, list(anomaly_ids))] = 1
-    out[np.isin(raw, list(ignore_ids))] = 255
     return torch.from_numpy(out)
 
 
@@ -86,7 +101,7 @@ def _image(path: Path) -> torch.Tensor:
 
 
 def read_pairs(root: str | os.PathLike, layout: str | Layout = "fishyscapes") -> Iterator[Frame]:
-    """Frames of a folder data set (sorted by file name); every image needs its label file."""
+    """Frames of a folder data set (sorted by path); every image needs its label file."""
     lay = LAYOUTS.get(layout) if isinstance(layout, str) else layout
     if lay is None:
         raise OODLensError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)} (or pass a Layout)")
@@ -94,19 +109,22 @@ def read_pairs(root: str | os.PathLike, layout: str | Layout = "fishyscapes") ->
     img_dir = root / lay.images
     if not img_dir.is_dir():
         raise OODLensError(f"{img_dir} is not a folder (expected the {lay.images!r} folder of the data set)")
-    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = img_dir.rglob("*") if lay.recursive else img_dir.iterdir()
+    files = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and p.stem.endswith(lay.image_suffix))
     if not files:
         raise OODLensError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
     for f in files:
-        label = root / lay.labels.format(stem=f.stem) / (lay.label_suffix if "{stem}" in lay.labels else
-                                                         f.stem + lay.label_suffix)
+        stem = f.stem[:len(f.stem) - len(lay.image_suffix)] if lay.image_suffix else f.stem
+        rel_dir = f.parent.relative_to(img_dir)
+        label = root / lay.labels / rel_dir / lay.label_name.format(stem=stem)
         if not label.is_file():
             raise OODLensError(f"no label file for {f.name}: expected {label}")
         image, raw = _image(f), _read_png(label, "label image")
-        lab = map_labels(raw, lay.anomaly_ids, lay.ignore_ids, label)
+        lab = map_labels(raw, lay.normal_ids, lay.anomaly_ids, label)
         if tuple(lab.shape) != tuple(image.shape[1:]):
             raise OODLensError(f"label {label} is {tuple(lab.shape)} but image {f} is {tuple(image.shape[1:])}")
-        yield Frame(f.stem, image, lab)
+        yield Frame(str(rel_dir / stem) if str(rel_dir) != "." else stem, image, lab)
 
 
 #: StreetHazards' anomaly class id in the annotation PNGs (1-based; the reference code subtracts 1 → 13)
@@ -130,7 +148,8 @@ def read_streethazards(root: str | os.PathLike, split: str = "test") -> Iterator
         if not label.is_file():
             raise OODLensError(f"no annotation for {rel}: expected {label}")
         image, raw = _image(f), _read_png(label, "annotation")
-        lab = map_labels(raw, (STREETHAZARDS_ANOMALY,), (STREETHAZARDS_UNLABELED,), label)
+        lab = map_labels(raw, [i for i in range(256) if i not in (STREETHAZARDS_ANOMALY, STREETHAZARDS_UNLABELED)],
+                         (STREETHAZARDS_ANOMALY,), label)
         if tuple(lab.shape) != tuple(image.shape[1:]):
             raise OODLensError(f"annotation {label} is {tuple(lab.shape)} but image {f} is {tuple(image.shape[1:])}")
         yield Frame(str(rel.with_suffix("")), image, lab)
