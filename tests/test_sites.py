@@ -78,3 +78,15 @@ def test_settings_name_what_the_time_covers():
 
     src = inspect.getsource(sites)
     assert '"train (s)"' not in src and "model, features, detectors (s)" in src  # the time is not training alone
+
+
+def test_zero_shot_rows_say_they_use_the_head_as_prompts():
+    import pandas as pd
+
+    from oodlens.bench.demos._sites_report import detector_table
+
+    rows = [{"detector": "mcm", "site": s, "method": m, "far": 0.05, "far_se": 0.01, "detection": 0.5,
+             "detection_se": 0.02} for s in ("A", "B", "C") for m in ("marginal", "weighted")]
+    aurocs = pd.DataFrame([{"detector": "mcm", "site": s, "auroc": 0.9} for s in ("A", "B", "C")])
+    table = detector_table(pd.DataFrame(rows), aurocs)
+    assert set(table["needs"]) == {"head rows as prompts"}  # was 'features only': MCM read the head's weights

@@ -48,7 +48,9 @@ def detector_table(summary: pd.DataFrame, aurocs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for det in dict.fromkeys(summary.detector):
         cls = get_detector(det)
+        # zero-shot detectors fitted without prompts take the classifier head's rows as their class prompts
         needs = "labels" if cls.needs_labels else "head" if cls.needs_head else \
+            "head rows as prompts" if getattr(cls, "needs_prompts", False) else \
             "classifier logits" if "logits" in cls(**DETECTOR_PARAMS.get(det, {})).required_features() else \
             "features only"
         for site in SITES:
@@ -111,7 +113,9 @@ def build_report(prep: Prepared, summary: pd.DataFrame, weights: pd.DataFrame, a
              "Model acc. = the CNN's accuracy on the site's held-out ID images (its task quality).")
     rep.section("Label-free and other detectors", detector_table(summary, aurocs))
     rep.text("needs: what the detector uses besides the features — 'features only' runs label-free on any "
-             "encoder's embeddings; 'classifier logits' needs a trained classifier but no labels at fit.")
+             "encoder's embeddings; 'classifier logits' needs a trained classifier but no labels at fit; 'head rows as "
+             "prompts': a zero-shot detector (MCM, NegLabel) given the classifier's last-layer rows as its class "
+             "prompts.")
     rep.section("Readings (interpretable degree)", "\n".join(f"- {r}" for r in readings))
     rep.settings(settings)
     return rep
