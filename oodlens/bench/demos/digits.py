@@ -34,9 +34,9 @@ DETECTOR_PARAMS: dict[str, dict[str, Any]] = {
     "particul": {"maps": "layer3_map"},
 }
 #: what the zero-shot rows measure on a CNN without a text tower (said in the report instead of a warning)
-ZERO_SHOT_NOTE = ("no text encoder for a digits CNN: mcm's 'prompts' are the class means of the CNN features and "
-                  "neglabel's negative labels are seeded random unit vectors, so these rows test the scoring "
-                  "rules, not vision-language zero-shot detection")
+ZERO_SHOT_NOTE = ("no text encoder for a digits CNN: the class 'prompts' of mcm and neglabel are the rows of the "
+                  "CNN's last linear layer and neglabel's negative labels are seeded random unit vectors, so these "
+                  "rows test the scoring rules, not vision-language zero-shot detection")
 #: smaller grids for the detectors that back-propagate through the model for every candidate
 PARAM_GRIDS: dict[str, dict[str, list]] = {
     "odin": {"temperature": [1.0, 1000.0], "noise": [0.0, 0.0014, 0.004]},
