@@ -25,6 +25,16 @@ def _key(s: np.float32) -> np.uint32:
 
 
 @numba.njit(**_JIT)
+def _status(s: np.float32, lab: int, inside: bool, ignore: int) -> int:
+    """0: skipped (ignore label, outside the region of interest), 1: counted, 2: NaN score, 3: bad label."""
+    if lab == ignore or not inside:
+        return 0
+    if s != s:
+        return 2
+    return 3 if lab > 1 else 1
+
+
+@numba.njit(**_JIT)
 def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_roi: bool, ignore: int, shift: int,
                   counts: np.ndarray, touched: np.ndarray) -> tuple[int, int, int]:
     """Add the valid pixels per coarse bin to ``counts`` (zero on entry), listing each bin that gets its first
@@ -34,16 +44,11 @@ def coarse_counts(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_r
     bad_label = 0
     n_touched = 0
     for i in range(scores.shape[0]):
-        lab = labels[i]
-        if lab == ignore or (use_roi and roi[i] == 0):
-            continue
-        s = scores[i]
-        if s != s:
-            bad_score += 1
-        elif lab > 1:
-            bad_label += 1
-        else:
-            b = np.int64(_key(s) >> np.uint32(shift))
+        st = _status(scores[i], labels[i], not use_roi or roi[i] != 0, ignore)
+        bad_score += st == 2
+        bad_label += st == 3
+        if st == 1:
+            b = np.int64(_key(scores[i]) >> np.uint32(shift))
             if counts[b] == 0:
                 touched[n_touched] = b
                 n_touched += 1
@@ -62,16 +67,12 @@ def add_pixels(scores: np.ndarray, labels: np.ndarray, roi: np.ndarray, use_roi:
     bad_label = 0
     for i in range(scores.shape[0]):
         lab = labels[i]
-        if lab == ignore or (use_roi and roi[i] == 0):
+        st = _status(scores[i], lab, not use_roi or roi[i] != 0, ignore)
+        bad_score += st == 2
+        bad_label += st == 3
+        if st != 1:
             continue
-        s = scores[i]
-        if s != s:
-            bad_score += 1
-            continue
-        if lab > 1:
-            bad_label += 1
-            continue
-        k = _key(s)
+        k = _key(scores[i])
         b = np.int64(k >> np.uint32(shift))
         p = page_of[b]
         if p >= 0:
