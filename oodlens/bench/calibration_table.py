@@ -42,17 +42,3 @@ def calibration_table(result: BenchmarkResult, fa_level: float = 0.05, alpha: fl
                             "misclass. AUROC": f["misclassification_auroc"]})
         rows.append(pd.Series(row, name=det))
     return pd.DataFrame(rows)
-
-
-def format_calibration_table(df: pd.DataFrame) -> str:
-    """Markdown with rates as percentages and ρ / AURC as plain numbers."""
-    from .report import markdown_table
-
-    pct_cols = [c for c in df.columns if c.startswith(("false alarms", "BH"))]
-    shown = df.copy()
-    for c in pct_cols:
-        shown[c] = (100 * shown[c]).map(lambda v: f"{v:.1f}")
-    for c in df.columns:
-        if c not in pct_cols:
-            shown[c] = df[c].map(lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}")
-    return markdown_table(shown, pct=False)

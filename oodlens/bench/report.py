@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .html import HtmlReport
+from .calibration_table import calibration_table
 from .reports.tables import markdown_table as _markdown_table
 from .runner import BenchmarkResult
 
@@ -281,8 +282,6 @@ def _covariate(rep: HtmlReport, result: BenchmarkResult, order: list[str], chose
 
 
 def _calibration(rep: HtmlReport, result: BenchmarkResult, order: list[str], chosen: list[str], figures: bool) -> None:
-    from .calibration_table import calibration_table
-
     table = calibration_table(result)
     if table.empty:
         return

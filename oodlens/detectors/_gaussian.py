@@ -188,3 +188,30 @@ def min_sq_distance(z: torch.Tensor, center: torch.Tensor, whiten: torch.Tensor,
     for rows, p in centred_products(z, center, whiten):
         out[rows] = sq_dist_to_means(p, means).amin(1)
     return out
+
+
+def per_class_covariances(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor,
+                          counts: torch.Tensor) -> torch.Tensor:
+    """ML covariance of every class, (C, D, D) float64, by one batched product.
+
+    Rows are sorted by class and cut into segments of at most L = ceil(N / C) rows; zero-padded segments
+    (S ≤ 2C of them) are multiplied in one ``bmm`` and summed back into their classes, so memory is about twice
+    the input plus twice the output however unbalanced the classes are.
+    """
+    n, d = x.shape
+    c = means.shape[0]
+    centred = x.to(torch.float64) - means[labels]
+    order = torch.argsort(labels, stable=True)
+    ys = labels[order]
+    seg_len = -(-n // c)
+    pos = torch.arange(n, device=x.device) - (torch.cumsum(counts, 0) - counts)[ys]
+    segs_per_class = -(-counts // seg_len)
+    first_seg = torch.cumsum(segs_per_class, 0) - segs_per_class
+    seg = first_seg[ys] + pos // seg_len
+    n_seg = int(segs_per_class.sum())
+    padded = torch.zeros(n_seg, seg_len, d, dtype=torch.float64, device=x.device)
+    padded[seg, pos % seg_len] = centred[order]
+    seg_class = torch.repeat_interleave(torch.arange(c, device=x.device), segs_per_class)
+    sums = torch.zeros(c, d, d, dtype=torch.float64, device=x.device)
+    sums.index_add_(0, seg_class, padded.transpose(1, 2) @ padded)
+    return sums / counts.to(torch.float64)[:, None, None]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import OODLensError
-from ._gaussian import second_moment
+from ._gaussian import per_class_covariances, second_moment
 
 _FIELDS = ("counts", "means", "scatter", "class_scatter")
 
@@ -148,8 +148,6 @@ def gaussian_stats(x: torch.Tensor, labels: torch.Tensor, num_classes: int | Non
         torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
     per = None
     if per_class:
-        from .gmm import per_class_covariances  # noqa: PLC0415  (gmm imports this module)
-
         present = counts > 0
         per = torch.zeros(c, x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
         if bool(present.any()):
