@@ -200,3 +200,15 @@ def test_method_parameters_are_type_checked():
         VOS(sample_number=2.5)
     with pytest.raises(OODLensError, match="eps"):
         AbeT(eps=-1.0)
+
+
+def test_probe_sees_training_rows_after_augment():
+    x, y = blobs()
+    wide = torch.cat([x, torch.zeros(120, 2)], 1)  # stored wider; the augmentation crops to the model's width
+
+    def crop(xb, gen):
+        return xb[:, :4]
+
+    res = train_classifier(Tiny(), wide, y, x[:30], y[:30], config=ClassifierConfig(epochs=1, batch_size=16),
+                           augment=crop, progress=False)
+    assert 0.0 <= res.best_val_acc <= 1.0

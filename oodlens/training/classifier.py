@@ -204,7 +204,9 @@ def train_classifier(model: nn.Module, x: Any, y: Any, x_val: Any, y_val: Any, m
         torch.manual_seed(cfg.seed)  # the method's new modules (AbeT head, VOS weights, NPOS MLP) start seeded
         method.setup(model, head, c, d)
     tap = FeatureTap(model, head)
-    _probe(model, {"training inputs": x_tr, "validation inputs": x_va}, device)
+    # training rows as the model sees them (after ``augment``, which may crop or pad), on a throw-away generator
+    first = x_tr[:1] if augment is None or not len(x_tr) else augment(x_tr[:1], torch.Generator().manual_seed(0))
+    _probe(model, {"training inputs": first, "validation inputs": x_va[:1]}, device)
     optim = _optimizer(model, method, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     gen = torch.Generator().manual_seed(cfg.seed + 1)
