@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .boxes import Detections, GroundTruth
-from .matching import COCO_IOUS, _np, greedy_match, stable_order
+from .matching import COCO_IOUS, _np, greedy_match, score_vector, stable_order
 
 #: pycocotools' recall points
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -56,7 +56,7 @@ def average_precision(scores, d_boxes, d_image, d_class, g_boxes, g_image, g_cla
     thr = np.atleast_1d(np.asarray(iou_thresholds, dtype=np.float64))
     det_gt, rank, kept = greedy_match(s, _np(d_boxes), di * (k + 1) + dc, _np(g_boxes)[gsel],
                                       gimg[gsel] * (k + 1) + gc[gsel], thr, max_dets)
-    det_gt = np.where(det_gt >= 0, gsel[np.maximum(det_gt, 0)], -1)
+    det_gt = np.where(det_gt >= 0, gsel[np.maximum(det_gt, 0)], -1) if gsel.size else det_gt
     t_n, r_n = thr.shape[0], REC_THRS.shape[0]
     precision = np.full((t_n, r_n, k), -1.0)
     score_at = np.full((t_n, r_n, k), -1.0)
@@ -97,6 +97,6 @@ def coco_ap(dets: Detections, gt: GroundTruth, scores=None, iou_thresholds=COCO_
 
     if dets.n_images != gt.n_images:
         raise OODLensError(f"detections cover {dets.n_images} images but the ground truth {gt.n_images}")
-    s = dets.confidence if scores is None else scores
+    s = dets.confidence if scores is None else score_vector(scores, dets.n, "AP ranking scores")
     return average_precision(s, dets.boxes, dets.image, dets.classes, gt.boxes, gt.image, gt.labels,
                              dets.num_classes, iou_thresholds, max_dets)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import OODLensError
-from .matching import _np
+from .matching import _np, score_vector
 
 
 def _by_image(image: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,13 +56,22 @@ def bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores: Mapping
         raise OODLensError("bootstrap needs at least one method's scores")
     if baseline is not None and baseline not in scores:
         raise OODLensError(f"baseline {baseline!r} is not among the methods {list(scores)}")
-    ii, oi = _np(id_image).astype(np.int64), _np(ood_image).astype(np.int64)
+    if not (isinstance(reps, (int, np.integer)) and reps >= 1):
+        raise OODLensError(f"reps must be an integer ≥ 1, got {reps!r}")
+    if not 0 < level < 1:
+        raise OODLensError(f"level must be in (0, 1) (e.g. 0.95), got {level}")
+    ii, oi = _np(id_image), _np(ood_image)
+    for name, g in (("id_image", ii), ("ood_image", oi)):
+        if g.ndim != 1 or (g.size and ((g % 1 != 0).any() or g.min() < 0)):
+            raise OODLensError(f"{name} must be a 1-D array of non-negative integer image indices")
+    ii, oi = ii.astype(np.int64), oi.astype(np.int64)
     ni, no = int(ii.max()) + 1 if ii.size else 0, int(oi.max()) + 1 if oi.size else 0
     if ni == 0 or no == 0:
         raise OODLensError("bootstrap needs ID and OOD boxes")
     gi, go = _by_image(ii, ni), _by_image(oi, no)
     rng = np.random.default_rng(seed)
-    arrays = {k: (_np(a).astype(np.float64), _np(b).astype(np.float64)) for k, (a, b) in scores.items()}
+    arrays = {k: (score_vector(a, ii.size, f"{k!r} ID scores (one per id_image entry)"),
+                  score_vector(b, oi.size, f"{k!r} OOD scores (one per ood_image entry)")) for k, (a, b) in scores.items()}
     point = {k: metric(a, b) for k, (a, b) in arrays.items()}
     reps_v = {k: np.empty(reps) for k in arrays}
     for r in range(reps):  # one replicate = one resample of images for every method (paired)

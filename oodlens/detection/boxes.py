@@ -59,6 +59,8 @@ def check_boxes(boxes: Any, name: str = "boxes") -> torch.Tensor:
 def _check_image(image: Any, n: int, n_images: int | None, name: str) -> tuple[torch.Tensor, int]:
     img = _ints(image, n, f"{name} image index")
     top = int(img.max()) + 1 if n else 0
+    if n_images is not None and (isinstance(n_images, bool) or not float(n_images).is_integer() or n_images < 0):
+        raise OODLensError(f"{name}: n_images must be a non-negative integer, got {n_images!r}")
     n_images = top if n_images is None else int(n_images)
     if n and (int(img.min()) < 0 or top > n_images):
         bad = int(((img < 0) | (img >= n_images)).nonzero()[0])
@@ -84,6 +86,35 @@ def _check_tracks(track: torch.Tensor, image: torch.Tensor, frame: torch.Tensor 
             tid, val = divmod(k, int(other.max()) + 1)
             raise OODLensError(f"{name}: track id {tid} jumps between images: it appears {int(counts.max())} times "
                                f"at {what} {val} (a track has at most one box per {what})")
+
+
+def _index(index: Any, n: int) -> torch.Tensor:
+    """A boolean mask of length n or integer indices in [-n, n) as a tensor; anything else raises."""
+    idx = as_tensor(index, "index")
+    if idx.dtype == torch.bool:
+        if idx.shape != (n,):
+            raise OODLensError(f"a boolean index must have shape ({n},), got {tuple(idx.shape)}")
+        return idx
+    idx = _ints(idx.reshape(-1), idx.numel(), "index")
+    if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+        raise OODLensError(f"index out of range for {n} boxes (got values in {int(idx.min())}..{int(idx.max())})")
+    return idx
+
+
+def _load(path: str | os.PathLike, kind: str, tensors: tuple[str, ...], keys: tuple[str, ...],
+          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and JSON info of a saved ``kind`` file; a missing tensor or key, or bad JSON, raises naming it."""
+    t, meta = load_tensors(path, mmap=False)
+    if meta.get("oodlens") != kind:
+        raise OODLensError(f"{path} is not a saved oodlens {kind} file")
+    try:
+        info = json.loads(meta["info"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise OODLensError(f"{path}: the {kind} header has no valid 'info' JSON") from None
+    missing = [k for k in keys if not isinstance(info, dict) or k not in info] + [k for k in tensors if k not in t]
+    if missing:
+        raise OODLensError(f"{path}: saved {kind} file is incomplete, missing {missing}")
+    return t, info
 
 
 @dataclass(frozen=True)
@@ -119,8 +150,13 @@ class Detections:
         logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) or not logits.is_floating_point() else logits
         check_finite(logits, "logits")
         k, c = int(self.num_classes), logits.shape[1]
+        if k < 1:
+            raise OODLensError(f"num_classes must be ≥ 1 (the number of known classes), got {self.num_classes}")
         bg = self.background
         if bg is not None:
+            if not -c <= int(bg) < c:
+                raise OODLensError(f"background column {bg} is out of range for logits with {c} columns "
+                                   f"(use -1 or {c - 1} for the last column)")
             if c != k + 1:
                 raise OODLensError(f"a background column is declared (background={bg}) but the logits have {c} "
                                    f"columns for num_classes={k}: expected {k + 1} (known classes + background)")
@@ -174,7 +210,7 @@ class Detections:
 
     def subset(self, index: Any) -> "Detections":
         """Boxes selected by a boolean mask or indices (image numbering unchanged)."""
-        idx = as_tensor(index, "index")
+        idx = _index(index, self.n)
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
         return replace(self, image=self.image[idx], boxes=self.boxes[idx], logits=self.logits[idx],
                        confidence=self.confidence[idx], classes=self.classes[idx],
@@ -198,10 +234,8 @@ class Detections:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Detections":
-        t, meta = load_tensors(path, mmap=False)
-        if meta.get("oodlens") != "detections":
-            raise OODLensError(f"{path} is not a saved oodlens Detections file")
-        info = json.loads(meta["info"])
+        t, info = _load(path, "detections", ("image", "boxes", "logits", "confidence", "classes"),
+                        ("n_images", "num_classes", "background"))
         extra = {k[len("extra/"):]: v for k, v in t.items() if k.startswith("extra/")}
         return cls(t["image"], t["boxes"], t["logits"], t["confidence"], info["n_images"], info["num_classes"],
                    info["background"], t["classes"], extra, t.get("frame"), t.get("track"))
@@ -241,8 +275,19 @@ class GroundTruth:
     def n(self) -> int:
         return self.boxes.shape[0]
 
+    def save(self, path: str | os.PathLike) -> None:
+        """One safetensors file (tensors) with a JSON header (number of images)."""
+        t = {"image": self.image, "boxes": self.boxes, "labels": self.labels}
+        t.update({k: v for k in ("kind", "track", "frame") if (v := getattr(self, k)) is not None})
+        save_tensors(t, path, {"oodlens": "ground_truth", "info": json.dumps({"n_images": self.n_images})})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "GroundTruth":
+        t, info = _load(path, "ground_truth", ("image", "boxes", "labels"), ("n_images",))
+        return cls(t["image"], t["boxes"], t["labels"], info["n_images"], t.get("kind"), t.get("track"), t.get("frame"))
+
     def subset(self, index: Any) -> "GroundTruth":
-        idx = as_tensor(index, "index")
+        idx = _index(index, self.n)
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
         return replace(self, image=self.image[idx], boxes=self.boxes[idx], labels=self.labels[idx],
                        kind=pick(self.kind), track=pick(self.track), frame=pick(self.frame))

@@ -38,12 +38,39 @@ def _load(x: Any, what: str) -> Any:
     return x
 
 
-def _field(records: list, key: str, what: str) -> list:
+def _field(records: Any, key: str, what: str) -> list:
+    if not isinstance(records, list):
+        raise OODLensError(f"{what} must be a list of records, got {type(records).__name__}")
     try:
         return [r[key] for r in records]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         i = next(i for i, r in enumerate(records) if not isinstance(r, dict) or key not in r)
         raise OODLensError(f"{what}: record {i} has no field {key!r}") from None
+
+
+def _array(values: list, dtype: Any, what: str, width: int | None = None) -> np.ndarray:
+    """Numbers of every record as one array: a record with a non-number or another length raises, naming it."""
+    if not values:
+        return np.zeros((0, width) if width else (0,), dtype=dtype)
+    try:
+        a = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or (width is not None and (a.ndim != 2 or a.shape[1] != width)) or (
+            width is None and len(values) and a.ndim != (2 if isinstance(values[0], (list, tuple)) else 1)):
+        lens = {len(v) if isinstance(v, (list, tuple)) else -1 for v in values}
+        shape = f"{width} numbers" if width else "numbers of one length" if len(lens) > 1 else "numbers"
+        bad = next((i for i, v in enumerate(values) if not _numbers(v, width)), 0)
+        raise OODLensError(f"{what}: every record's value must be {shape}; record {bad} has {values[bad]!r}"[:300])
+    return a
+
+
+def _numbers(v: Any, width: int | None) -> bool:
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.ndim <= 1 and (width is None or a.shape == (width,))
 
 
 def _xywh_to_xyxy(b: np.ndarray, what: str) -> np.ndarray:
@@ -60,9 +87,15 @@ class CocoIndex:
         if not isinstance(ann, dict) or "images" not in ann or "categories" not in ann:
             raise OODLensError("annotations must be a COCO dict with 'images', 'annotations' and 'categories'")
         self.data = ann
-        self.image_ids = np.array(sorted(int(i) for i in _field(ann["images"], "id", "images")), dtype=np.int64)
+        self.image_ids = np.sort(_array(_field(ann["images"], "id", "images"), np.int64, "images' id"))
+        dup = self.image_ids[1:][self.image_ids[1:] == self.image_ids[:-1]]
+        if dup.size:
+            raise OODLensError(f"images: image id {int(dup[0])} appears more than once")
         unknown = {str(u) for u in unknown}
-        cats = sorted(ann["categories"], key=lambda c: int(c["id"]))
+        cat_ids = _array(_field(ann["categories"], "id", "categories"), np.int64, "categories' id")
+        if np.unique(cat_ids).size != cat_ids.size:
+            raise OODLensError("categories: a category id appears more than once")
+        cats = [ann["categories"][i] for i in np.argsort(cat_ids, kind="stable")]
         self.unknown_ids = {int(c["id"]) for c in cats if str(c["id"]) in unknown or c.get("name") in unknown}
         known = [c for c in cats if int(c["id"]) not in self.unknown_ids]
         self.class_names = [str(c.get("name", c["id"])) for c in known]
@@ -95,7 +128,7 @@ def read_ground_truth(annotations: Any, unknown: Iterable[Any] = ()) -> tuple[Gr
     """Ground truth of a COCO annotation file (dict or path); ``unknown`` categories get label −1."""
     idx = CocoIndex(annotations, unknown)
     anns = idx.data.get("annotations", [])
-    boxes = _xywh_to_xyxy(np.asarray(_field(anns, "bbox", "annotations"), dtype=np.float64).reshape(-1, 4), "annotations")
+    boxes = _xywh_to_xyxy(_array(_field(anns, "bbox", "annotations"), np.float64, "annotations' bbox", 4).reshape(-1, 4), "annotations")
     img = idx.image_index(_field(anns, "image_id", "annotations"), "annotations")
     lab = idx.labels(_field(anns, "category_id", "annotations"), "annotations")
     return GroundTruth(torch.from_numpy(img), torch.from_numpy(boxes), torch.from_numpy(lab), len(idx.image_ids)), idx
@@ -107,22 +140,25 @@ def read_results(results: Any, index: CocoIndex, background: int | None = None) 
     if not isinstance(res, list):
         raise OODLensError("results must be a list of {'image_id', 'category_id', 'bbox', 'score'} records")
     k = index.num_classes
-    boxes = _xywh_to_xyxy(np.asarray(_field(res, "bbox", "results"), dtype=np.float64).reshape(-1, 4), "results")
+    boxes = _xywh_to_xyxy(_array(_field(res, "bbox", "results"), np.float64, "results' bbox", 4).reshape(-1, 4), "results")
     img = index.image_index(_field(res, "image_id", "results"), "results")
     cls = index.labels(_field(res, "category_id", "results"), "results", allow_unknown=False)
-    score = np.asarray(_field(res, "score", "results"), dtype=np.float64)
+    score = _array(_field(res, "score", "results"), np.float64, "results' score")
     first = res[0] if res else {}
     extra = {}
     if "features" in first:
-        extra["features"] = torch.tensor(np.asarray(_field(res, "features", "results"), dtype=np.float32))
+        extra["features"] = torch.tensor(_array(_field(res, "features", "results"), np.float32, "results' features"))
     if "logits" in first:
-        logits = torch.tensor(np.asarray(_field(res, "logits", "results"), dtype=np.float32))
+        logits = torch.tensor(_array(_field(res, "logits", "results"), np.float32, "results' logits"))
         bg = background
     elif "cls_prob" in first:
-        p = np.asarray(_field(res, "cls_prob", "results"), dtype=np.float64)
+        p = _array(_field(res, "cls_prob", "results"), np.float64, "results' cls_prob")
         logits = torch.from_numpy(np.log(np.clip(p, 1e-12, None))).float()
         bg = background if background is not None else (-1 if p.shape[1] == k + 1 else None)
     else:
+        if score.size and not ((score >= 0) & (score <= 1)).all():
+            raise OODLensError("results: without 'logits' or 'cls_prob' the scores must be probabilities in [0, 1] "
+                               f"(they stand for the class probability), got values in {score.min():g}..{score.max():g}")
         rest = np.log(np.clip((1 - score) / max(k - 1, 1), 1e-12, None))
         lg = np.repeat(rest[:, None], k, 1)
         lg[np.arange(len(res)), cls] = np.log(np.clip(score, 1e-12, None))

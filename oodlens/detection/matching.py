@@ -21,6 +21,22 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
+def score_vector(scores, n: int, name: str = "scores") -> np.ndarray:
+    """One finite float64 score per detection; another length or NaN/inf raises, naming ``name``."""
+    from ..errors import OODLensError
+
+    try:
+        s = np.asarray(_np(scores), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OODLensError(f"{name} must be numbers") from None
+    if s.ndim != 1 or s.shape[0] != n:
+        raise OODLensError(f"{name} must have one value per detection, shape ({n},), got {s.shape}")
+    if not np.isfinite(s).all():
+        raise OODLensError(f"{name} have {int((~np.isfinite(s)).sum())} NaN or infinite value(s) "
+                           f"(first at detection {int(np.flatnonzero(~np.isfinite(s))[0])})")
+    return s
+
+
 def group_pairs(d_group: np.ndarray, g_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (detection, ground truth) index pair with the same group id, ordered by detection."""
     g_order = np.argsort(g_group, kind="stable")

@@ -30,30 +30,41 @@ import numpy as np
 from ..errors import OODLensError
 from .ap import average_precision
 from .boxes import UNKNOWN, Detections, GroundTruth
-from .matching import _np, box_iou_rows, greedy_match, group_pairs
+from .matching import _np, box_iou_rows, greedy_match, group_pairs, score_vector
 
 
 def _mask(flagged: Any, n: int) -> np.ndarray:
-    f = _np(flagged).astype(bool).ravel()
-    if f.shape[0] != n:
-        raise OODLensError(f"flagged must have one entry per detection ({n}), got {f.shape[0]}")
-    return f
+    f = _np(flagged)
+    if f.ndim != 1 or f.shape[0] != n:
+        raise OODLensError(f"flagged must have one entry per detection, shape ({n},), got {f.shape}")
+    if f.dtype != bool and not np.isin(f, (0, 1)).all():
+        raise OODLensError("flagged must be a boolean mask (True = flagged unknown), got values other than 0/1; "
+                           "pass scores > threshold")
+    return f.astype(bool)
+
+
+def _same_images(dets: Detections, gt: GroundTruth) -> None:
+    if dets.n_images != gt.n_images:
+        raise OODLensError(f"detections cover {dets.n_images} images but the ground truth {gt.n_images}")
 
 
 def _unknown_match(dets: Detections, gt: GroundTruth, sel: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Class-agnostic greedy match (IoU 0.5) of the selected detections to the unknown ground truth."""
     unk = np.flatnonzero(_np(gt.labels) == UNKNOWN)
     d = np.flatnonzero(sel)
+    out = np.full(dets.n, -1, dtype=np.int64)
+    if unk.size == 0:
+        return out
     det_gt, _, _ = greedy_match(scores[d], _np(dets.boxes)[d], _np(dets.image)[d], _np(gt.boxes)[unk],
                                 _np(gt.image)[unk], (0.5,), None)
-    out = np.full(dets.n, -1, dtype=np.int64)
     out[d] = np.where(det_gt[0] >= 0, unk[np.maximum(det_gt[0], 0)], -1)
     return out
 
 
 def unknown_recall(dets: Detections, gt: GroundTruth, flagged: Any, scores: Any) -> dict[str, float]:
     """Recall of unknown objects by flagged detections (IoU ≥ 0.5), overall and per kind (near/far)."""
-    f, s = _mask(flagged, dets.n), _np(scores).astype(np.float64)
+    _same_images(dets, gt)
+    f, s = _mask(flagged, dets.n), score_vector(scores, dets.n, "OOD scores")
     m = _unknown_match(dets, gt, f, s)
     labels = _np(gt.labels)
     found = np.zeros(gt.n, bool)
@@ -70,11 +81,12 @@ def unknown_recall(dets: Detections, gt: GroundTruth, flagged: Any, scores: Any)
 
 def unknown_ap(dets: Detections, gt: GroundTruth, flagged: Any, scores: Any) -> float:
     """AP50 of the 'unknown' class: flagged detections, ranked by OOD score, against unknown ground truth."""
-    f = _mask(flagged, dets.n)
+    _same_images(dets, gt)
+    f, s = _mask(flagged, dets.n), score_vector(scores, dets.n, "OOD scores")
     labels = _np(gt.labels)
     if not (labels == UNKNOWN).any():
         return float("nan")
-    r = average_precision(_np(scores)[f], _np(dets.boxes)[f], _np(dets.image)[f], np.zeros(int(f.sum()), np.int64),
+    r = average_precision(s[f], _np(dets.boxes)[f], _np(dets.image)[f], np.zeros(int(f.sum()), np.int64),
                           _np(gt.boxes), _np(gt.image), np.where(labels == UNKNOWN, 0, -1), 1, (0.5,))
     return r.ap()
 
@@ -114,6 +126,9 @@ def _overlaps_unknown(dets: Detections, gt: GroundTruth, sel: np.ndarray, iou: f
 def wilderness_impact(dets: Detections, gt: GroundTruth, flagged: Any, recall: float = 0.8,
                       known_tp: np.ndarray | None = None) -> float:
     """WI = P_K / P_{K∪U} − 1 at the given known-class recall level (pooled over classes)."""
+    if not 0 < recall <= 1:
+        raise OODLensError(f"Wilderness Impact recall level must be in (0, 1], got {recall}")
+    _same_images(dets, gt)
     known = ~_mask(flagged, dets.n)
     tp = _known_tp(dets, gt, known) if known_tp is None else known_tp
     fp_u = _overlaps_unknown(dets, gt, known & ~tp)
@@ -138,7 +153,11 @@ def wilderness_impact(dets: Detections, gt: GroundTruth, flagged: Any, recall: f
 def open_set_metrics(dets: Detections, gt: GroundTruth, flagged: Any, scores: Any, wi_recall: float = 0.8,
                      ) -> dict[str, float]:
     """Every open-set metric in one dict (see the module docstring for definitions)."""
+    _same_images(dets, gt)
     f = _mask(flagged, dets.n)
+    score_vector(scores, dets.n, "OOD scores")
+    if not 0 < wi_recall <= 1:
+        raise OODLensError(f"Wilderness Impact recall level must be in (0, 1], got {wi_recall}")
     known = np.flatnonzero(~f)
     kd = dets.subset(known)
     r = average_precision(_np(kd.confidence), _np(kd.boxes), _np(kd.image), _np(kd.classes), _np(gt.boxes),

@@ -54,12 +54,18 @@ def aggregate(scores: Any, track: Any, frame: Any, method: str = "ema", alpha: f
     if method == "none" or x.size == 0:
         return x.copy()
     if method == "cusum":
-        if not sigma > 0:
-            raise OODLensError(f"cusum needs sigma > 0, got {sigma}")
+        if not (sigma > 0 and np.isfinite(sigma) and np.isfinite(mu)):
+            raise OODLensError(f"cusum needs a finite mu and a finite sigma > 0, got mu={mu}, sigma={sigma}")
         x = (x - mu) / sigma
     untracked = tr < 0
     tr = np.where(untracked, -1 - np.arange(x.size), tr)  # each untracked box is its own track
     order, pos, seg = _order(tr, fr)
+    to, fo = tr[order], fr[order]
+    dup = (to[1:] == to[:-1]) & (fo[1:] == fo[:-1])
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise OODLensError(f"track {int(to[i])} has two boxes in frame {int(fo[i])}: per-track aggregation needs "
+                           f"one box per (track, frame)")
     xs = x[order]
     if method == "max":
         t = tr[order]
@@ -104,6 +110,8 @@ def track_max(values: Any, track: Any) -> tuple[np.ndarray, np.ndarray]:
 def false_alarm_threshold(id_track_max: Any, false_alarm: float = 0.05) -> float:
     """τ such that at most ``false_alarm`` of the ID tracks have max aggregate > τ."""
     m = _np(id_track_max).astype(np.float64)
+    if not np.isfinite(m).all():
+        raise OODLensError("ID track maxima have NaN or infinite values")
     if m.size == 0:
         raise OODLensError("no ID tracks to set a false-alarm threshold on")
     if not 0 <= false_alarm < 1:
@@ -120,6 +128,12 @@ def time_to_detection(agg: Any, det_frame: Any, det_object: Any, obj_first_frame
     ``obj_first_frame`` (M,): first frame of each object."""
     a, f, o = _np(agg).astype(np.float64), _np(det_frame).astype(np.int64), _np(det_object).astype(np.int64)
     first = _np(obj_first_frame).astype(np.int64)
+    if not (a.shape == f.shape == o.shape) or a.ndim != 1 or first.ndim != 1:
+        raise OODLensError(f"agg, det_frame and det_object must be 1-D of one length, got {a.shape}, {f.shape}, "
+                           f"{o.shape}; obj_first_frame 1-D, got {first.shape}")
+    if o.size and int(o.max()) >= first.size:
+        raise OODLensError(f"det_object has object index {int(o.max())} but obj_first_frame covers {first.size} "
+                           f"objects")
     hit = (a > threshold) & (o >= 0)
     big = np.iinfo(np.int64).max
     when = np.full(first.size, big)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OODLensError
-from .boxes import Detections
+from .boxes import Detections, check_boxes
 from .matching import _np
 
 
@@ -35,6 +35,13 @@ def track_boxes(boxes: Any, frame: Any, video: Any = None, iou_min: float = 0.3,
         raise OODLensError(f"track_boxes needs boxes (N, 4) and frame/video (N,), got {b.shape}, {f.shape}, {v.shape}")
     if not 0.0 <= iou_min <= 1.0:
         raise OODLensError(f"iou_min must be in [0, 1], got {iou_min}")
+    if not float(max_age).is_integer() or max_age < 0:
+        raise OODLensError(f"max_age must be an integer ≥ 0 (frames a track may be unseen), got {max_age}")
+    if (np.asarray(_np(frame)) % 1 != 0).any() or (video is not None and (np.asarray(_np(video)) % 1 != 0).any()):
+        raise OODLensError("frame and video indices must be integers")
+    check_boxes(b, "tracked boxes")
+    if b.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
     order = np.lexsort((f, v))
     key = np.stack([v[order], f[order]], 1)
     cuts = np.r_[0, np.flatnonzero((key[1:] != key[:-1]).any(1)) + 1, order.size]

@@ -27,7 +27,7 @@ from ..errors import OODLensError
 from ..metrics import aupr_in, auroc
 from .ap import REC_THRS, coco_ap
 from .boxes import Detections, GroundTruth
-from .matching import _np
+from .matching import _np, score_vector
 
 
 def vos_threshold(dets: Detections, gt: GroundTruth) -> float:
@@ -55,7 +55,10 @@ def vos_fpr(scores_id: Any, scores_ood: Any, level: float = 0.95) -> float:
     """VOS's FPR at ``level`` ID recall (``fpr_and_fdr_at_recall``): scores are OOD scores (higher = more OOD);
     ID is the positive class ranked by −score; the operating point is the one whose recall is closest to
     ``level`` (ties: lowest threshold)."""
-    sid, sood = -_np(scores_id).astype(np.float64).ravel(), -_np(scores_ood).astype(np.float64).ravel()
+    if not 0 < level <= 1:
+        raise OODLensError(f"VOS FPR: the ID recall level must be in (0, 1], got {level}")
+    sid = -score_vector(np.ravel(_np(scores_id)), np.size(_np(scores_id)), "ID scores")
+    sood = -score_vector(np.ravel(_np(scores_ood)), np.size(_np(scores_ood)), "OOD scores")
     if sid.size == 0 or sood.size == 0:
         raise OODLensError(f"VOS FPR needs ID and OOD samples, got {sid.size} ID and {sood.size} OOD")
     y = np.r_[np.ones(sid.size, bool), np.zeros(sood.size, bool)]
@@ -96,6 +99,8 @@ def vos_evaluate(id_dets: Detections, ood_dets: Detections, id_scores: Any, ood_
     """Box-level OOD metrics of the VOS protocol from per-box OOD scores of *all* detections on the ID test and
     OOD test images (the protocol keeps those with confidence ≥ ``threshold``)."""
     si, so = _np(id_scores).ravel(), _np(ood_scores).ravel()
+    if not np.isfinite(threshold):
+        raise OODLensError(f"VOS protocol: the confidence threshold must be finite, got {threshold}")
     if si.shape[0] != id_dets.n or so.shape[0] != ood_dets.n:
         raise OODLensError(f"scores must cover every detection: got {si.shape[0]} ID scores for {id_dets.n} boxes "
                            f"and {so.shape[0]} OOD scores for {ood_dets.n} boxes")
