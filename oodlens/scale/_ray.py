@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
+from typing import Any
 
 from ..errors import OODLensError
 
@@ -34,6 +36,18 @@ def _workers(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise OODLensError(f"number of workers must be a positive integer, got {size!r}")
     return size
+
+
+def check_map_args(ds: Any, batch_size: Any, gpus_per_worker: Any, workers: Any) -> None:
+    """The arguments ``map_batches`` gets, checked before Ray sees them (its own errors name none of them)."""
+    if not hasattr(ds, "map_batches"):
+        raise OODLensError(f"ds must be a Ray Dataset (ray.data), got {type(ds).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise OODLensError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, numbers.Real) or not (
+            0 <= gpus_per_worker < float("inf")):
+        raise OODLensError(f"gpus_per_worker must be a number ≥ 0, got {gpus_per_worker!r}")
+    _workers(workers)
 
 
 def actor_pool(size: int):

@@ -22,7 +22,7 @@ import torch
 from ..errors import OODLensError
 from ..extract import extract
 from . import shards
-from ._ray import actor_pool
+from ._ray import actor_pool, check_map_args
 from .state import tensors_bytes, tensors_from_bytes
 
 
@@ -65,6 +65,7 @@ def extract_to_shards(ds: Any, build_model: Callable[[], torch.nn.Module], out_d
     order. ``gpus_per_worker`` > 0 places each actor on (a share of) a GPU."""
     if not callable(build_model):
         raise OODLensError("build_model must be a zero-argument callable that returns the model")
+    check_map_args(ds, batch_size, gpus_per_worker, workers)
     os.makedirs(out_dir, exist_ok=True)
     blob = tensors_bytes(dict(weights)) if weights is not None else None
     out = ds.map_batches(_ExtractWorker, fn_constructor_args=(build_model, blob, str(out_dir), layers, pool,

@@ -16,6 +16,7 @@ whose feature width differs from the first shard's are refused, naming the file.
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any, Sequence
 
@@ -75,6 +76,10 @@ def _gather(fn, args_per_shard: list[tuple], retries: int) -> list[Any]:
 def shard_statistics(detector: Detector, paths: Sequence[str | os.PathLike], head: Any = None,
                      retries: int = 3) -> GaussianStats | PrincipalStats:
     """The merged sufficient statistics of ``detector``'s feature over the shard files (one Ray task each)."""
+    if not isinstance(detector, Detector):
+        raise OODLensError(f"detector must be an oodlens Detector, got {type(detector).__name__}")
+    if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+        raise OODLensError(f"retries must be an integer ≥ 0, got {retries!r}")
     paths = [str(p) for p in paths]
     if not paths:
         raise OODLensError("no shard files given")

@@ -21,7 +21,7 @@ import torch
 from ..detectors.base import Detector
 from ..errors import OODLensError
 from ..features import Features
-from ._ray import actor_pool, raise_cause, task_pool
+from ._ray import actor_pool, check_map_args, raise_cause, task_pool
 from .state import detector_bytes, detector_from_bytes
 
 
@@ -95,6 +95,10 @@ def score_dataset(detector: Detector, ds: Any, columns: Mapping[str, str] | None
     lacking = [n for n in detector.required_features() if n not in cols]
     if lacking:
         raise OODLensError(f"columns= does not map the detector's feature(s) {lacking} to dataset columns")
+    check_map_args(ds, batch_size, gpus_per_worker, workers)
+    if not isinstance(output, str) or not output or output in cols.values():
+        raise OODLensError(f"output must be a new column name (not one of the feature columns {sorted(cols.values())}), "
+                           f"got {output!r}")
     args = (detector_bytes(detector), cols, output, crash_marker)
     if actors:
         return ds.map_batches(_ScoreActor, fn_constructor_args=args, batch_size=batch_size,

@@ -25,17 +25,28 @@ IDS, LABELS = "_ids", "_labels"
 def write_shard(path: str | os.PathLike, features: Features, ids: torch.Tensor,
                 labels: torch.Tensor | None = None) -> str:
     """Write one shard file (atomically: a temporary name, then a rename) and return its path."""
-    ids = torch.as_tensor(ids, dtype=torch.int64)
-    if ids.shape != (features.n,):
-        raise OODLensError(f"shard ids must be ({features.n},), got {tuple(ids.shape)}")
+    if not isinstance(features, Features):
+        raise OODLensError(f"features must be an oodlens Features, got {type(features).__name__}")
+    ids = _integers(ids, features.n, "shard ids")
     tensors = {**dict(features), IDS: ids}
     if labels is not None:
-        tensors[LABELS] = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        tensors[LABELS] = _integers(labels, features.n, "shard labels")
+    if not Path(path).parent.is_dir():
+        raise OODLensError(f"cannot write shard {path}: folder {Path(path).parent} does not exist")
     meta = {"oodlens": "feature-shard", "features": json.dumps(list(features.keys()))}
     tmp = f"{path}.tmp-{os.getpid()}"
     save_tensors(tensors, tmp, meta)
     os.replace(tmp, path)
     return str(path)
+
+
+def _integers(x, n: int, what: str) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.shape != (n,):
+        raise OODLensError(f"{what} must have shape ({n},), got {tuple(t.shape)}")
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise OODLensError(f"{what} must be integers")
+    return t.to(torch.int64)
 
 
 def read_shard(path: str | os.PathLike, mmap: bool = True) -> tuple[Features, torch.Tensor, torch.Tensor | None]:
