@@ -24,7 +24,7 @@ def test_demo_runs_and_caches(small, tmp_path, capsys):
     assert "VOS protocol" in out and "mAP50" in out and "Open-set" in out and "time to detection" in out
     assert (tmp_path / "c" / f"{run.CACHE_VERSION}-seed0.safetensors").exists()
     assert (tmp_path / "o" / "detection_vos.csv").exists()
-    html = (tmp_path / "o" / "detection_report.html").read_text()
+    html = (tmp_path / "o" / "report.html").read_text()
     assert "VOS protocol" in html and "Example test image" in html and "data:image/png;base64," in html
     assert detection.run_demo(args) == 0
     assert "loaded from cache" in capsys.readouterr().out

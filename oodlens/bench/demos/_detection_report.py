@@ -81,7 +81,7 @@ def write(out: str | Path, text: str, tables: dict[str, Sequence[dict[str, Any]]
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "detection_report.md"]
+    paths = [folder / "report.md"]
     paths[0].write_text(text + "\n")
     for name, rows in tables.items():
         p = folder / f"detection_{name}.csv"
@@ -90,5 +90,5 @@ def write(out: str | Path, text: str, tables: dict[str, Sequence[dict[str, Any]]
     html = HtmlReport.from_markdown(text)
     if figure is not None:
         html.section("Example test image").figure(figure, caption=figure_caption)
-    paths.append(html.write(folder / "detection_report.html"))
+    paths.append(html.write(folder / "report.html"))
     return paths
