@@ -111,3 +111,14 @@ def test_a_separable_site_warns_that_nothing_can_be_flagged():
         warnings.simplefilter("error")  # an overlapping site stays silent
         near = WeightedCalibrator(cal_s, cal_x, torch.randn(80, 5, generator=g) + 0.3)
     assert near.domain.min_pvalue_ < 0.05
+
+
+def test_simulation_settings_are_checked():
+    from oodlens.calibrate.shift_simulation import simulate_group_validity
+
+    for kw, msg in ((dict(reps=0), "reps"), (dict(n=0), "n must"), (dict(alpha=2.0), "alpha"),
+                    (dict(shifts=()), "shifts is empty"), (dict(shifts=(float("nan"),)), "finite")):
+        with pytest.raises(OODLensError, match=msg):  # were NaN rows with a torch warning, an IndexError, or FAR 1.0
+            simulate_shift_validity(**{"reps": 2, **kw})
+    with pytest.raises(OODLensError, match="alpha"):
+        simulate_group_validity(alpha=0.0, reps=2)

@@ -21,6 +21,8 @@ import warnings
 
 import torch
 
+from .._checks import check_delta
+from ..errors import OODLensError
 from .groups import counts_within
 from .pvalues import count_at_least
 from .weighted import DomainWeights, weighted_pvalues
@@ -31,10 +33,28 @@ def _summary(flags: torch.Tensor) -> tuple[float, float]:
     return float(per_rep.mean()), float(per_rep.std() / math.sqrt(per_rep.numel()))
 
 
+def _check_settings(alpha: float, reps: int, counts: dict[str, int], values: dict[str, float]) -> None:
+    """Simulation settings: α in (0, 1), ≥ 2 repetitions (the standard error needs two), positive integer sizes,
+    finite shifts and gaps."""
+    check_delta(alpha, "alpha")
+    for name, v in {"reps": reps, **counts}.items():
+        low = 2 if name == "reps" else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise OODLensError(f"{name} must be an integer ≥ {low}, got {v!r}")
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise OODLensError(f"{name} must be a finite number, got {v!r}")
+
+
 def simulate_shift_validity(shifts: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5), n: int = 200, n_target: int = 200,
                             m: int = 100, reps: int = 200, alpha: float = 0.05, d: int = 2, ood_gap: float = 3.0,
                             estimate: bool = True, folds: int = 5, clip: float = 0.01, seed: int = 0) -> dict:
     """FAR and OOD detection rate at level ``alpha`` per method and shift (rows of a dict; see module docstring)."""
+    shifts = tuple(shifts)
+    if not shifts:
+        raise OODLensError("shifts is empty: give at least one shift strength")
+    _check_settings(alpha, reps, {"n": n, "n_target": n_target, "m": m, "d": d},
+                    {"ood_gap": ood_gap, **{f"shifts[{i}]": v for i, v in enumerate(shifts)}})
     g = torch.Generator().manual_seed(int(seed))
     rows = []
     for shift in shifts:
@@ -78,6 +98,7 @@ def _ess(w: torch.Tensor) -> torch.Tensor:
 def simulate_group_validity(n_per_group: int = 100, m: int = 100, shift: float = 1.0, reps: int = 500,
                             alpha: float = 0.05, seed: int = 0) -> dict:
     """Per-group FAR of pooled and Mondrian p-values: group 'A' scores N(0, 1), group 'B' N(shift, 1)."""
+    _check_settings(alpha, reps, {"n_per_group": n_per_group, "m": m}, {"shift": shift})
     g = torch.Generator().manual_seed(int(seed))
     cal = torch.cat([torch.randn(reps, n_per_group, generator=g, dtype=torch.float64),
                      torch.randn(reps, n_per_group, generator=g, dtype=torch.float64) + shift], 1)
