@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: pages whose ```python blocks run as they are, top to bottom, in one namespace
-RUNNABLE = ["classification.md", "multimodal.md", "foundation.md"]
+RUNNABLE = ["classification.md", "multimodal.md", "foundation.md", "segmentation.md"]
 
 
 @pytest.mark.parametrize("page", RUNNABLE)

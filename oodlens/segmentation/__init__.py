@@ -16,7 +16,7 @@ from .components import TAUS, ComponentMetrics, FrameComponents, component_metri
 from .evaluate import evaluate, exact_pixel_metrics, per_image_metrics
 from .pixels import LOGIT_SCORES, PixelScorer, logit_scores, to_rows, upsample_scores
 from .readers import LAYOUTS, Frame, Layout, read_pairs, read_streethazards, stack_frames
-from .sml import SML
+from ..detectors.sml import SML
 from .streaming import DEFAULT_BITS, PixelCounts, StreamingPixelMetrics
 
 __all__ = [

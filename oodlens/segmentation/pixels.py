@@ -23,7 +23,6 @@ from .._checks import as_float, check_finite
 from ..detectors import create
 from ..detectors.base import Detector
 from ..errors import OODLensError
-from . import sml  # noqa: F401  registers "sml"
 
 #: pixel scores computed from logits (registered detectors reading the "logits" feature)
 LOGIT_SCORES = ("msp", "maxlogit", "entropy", "energy", "gen", "sml")

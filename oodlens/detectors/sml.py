@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import as_float
-from ..detectors.base import Detector
+from .base import Detector
 from ..errors import OODLensError
 
 
