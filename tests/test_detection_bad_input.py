@@ -185,3 +185,13 @@ def test_bootstrap_bad_inputs():
         bootstrap(auroc_fast, s, [0, -1], [0])
     with pytest.raises(OODLensError, match="NaN"):
         bootstrap(auroc_fast, {"a": ([1.0, np.nan], [3.0])}, [0, 1], [0])
+
+
+def test_bootstrap_does_not_depend_on_image_numbering():
+    """Images are the units: gaps in the numbering (images without a kept box) must not change the intervals
+    (before, images below the largest index counted as empty units, those above it did not)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=12), rng.normal(1, 1, 8)
+    compact = bootstrap(auroc_fast, {"x": (a, b)}, np.arange(12) // 2, np.arange(8) // 2, reps=50)
+    gaps = bootstrap(auroc_fast, {"x": (a, b)}, (np.arange(12) // 2) * 7 + 3, (np.arange(8) // 2) * 5, reps=50)
+    assert compact["x"]["value"] == gaps["x"]["value"]

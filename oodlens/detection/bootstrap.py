@@ -1,6 +1,7 @@
 """Bootstrap confidence intervals over *images* (boxes of one image are not independent): each replicate
 resamples the ID images and the OOD images with replacement (stratified) and recomputes the metric on their
-boxes; percentile intervals. Paired: every method is evaluated on the same replicates, so the interval of a
+boxes; percentile intervals. The units are the images that hold at least one of the given boxes (so the result
+does not depend on how images are numbered, and no replicate is empty). Paired: every method is evaluated on the same replicates, so the interval of a
 difference between two methods says whether it is real (an interval excluding 0).
 """
 
@@ -64,10 +65,11 @@ def bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores: Mapping
     for name, g in (("id_image", ii), ("ood_image", oi)):
         if g.ndim != 1 or (g.size and ((g % 1 != 0).any() or g.min() < 0)):
             raise OODLensError(f"{name} must be a 1-D array of non-negative integer image indices")
-    ii, oi = ii.astype(np.int64), oi.astype(np.int64)
-    ni, no = int(ii.max()) + 1 if ii.size else 0, int(oi.max()) + 1 if oi.size else 0
-    if ni == 0 or no == 0:
+    if ii.size == 0 or oi.size == 0:
         raise OODLensError("bootstrap needs ID and OOD boxes")
+    # images numbered 0..n−1 in order of their index, only those holding a box
+    ii, oi = np.unique(ii.astype(np.int64), return_inverse=True)[1], np.unique(oi.astype(np.int64), return_inverse=True)[1]
+    ni, no = int(ii.max()) + 1, int(oi.max()) + 1
     gi, go = _by_image(ii, ni), _by_image(oi, no)
     rng = np.random.default_rng(seed)
     arrays = {k: (score_vector(a, ii.size, f"{k!r} ID scores (one per id_image entry)"),
@@ -77,8 +79,6 @@ def bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores: Mapping
     for r in range(reps):  # one replicate = one resample of images for every method (paired)
         ri = _resample(*gi, rng.integers(0, ni, ni))
         ro = _resample(*go, rng.integers(0, no, no))
-        if ri.size == 0 or ro.size == 0:
-            ri, ro = np.arange(ii.size), np.arange(oi.size)
         for k, (a, b) in arrays.items():
             reps_v[k][r] = metric(a[ri], b[ro])
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
