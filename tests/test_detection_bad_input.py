@@ -195,3 +195,33 @@ def test_bootstrap_does_not_depend_on_image_numbering():
     compact = bootstrap(auroc_fast, {"x": (a, b)}, np.arange(12) // 2, np.arange(8) // 2, reps=50)
     gaps = bootstrap(auroc_fast, {"x": (a, b)}, (np.arange(12) // 2) * 7 + 3, (np.arange(8) // 2) * 5, reps=50)
     assert compact["x"]["value"] == gaps["x"]["value"]
+
+
+def _img(n, c=3, **extra):
+    return {"boxes": torch.tensor([[0, 0, 1, 1.0]] * n).reshape(n, 4), "logits": torch.randn(n, c), **extra}
+
+
+@pytest.mark.parametrize("outputs, msg", [
+    ([_img(2, 3), _img(1, 4)], "'logits' has per-box shape"),
+    ([_img(1, features=torch.zeros(1, 5)), _img(1, features=torch.zeros(1, 6))], "'features' has per-box shape"),
+    # rows that would realign after concatenation: 2 boxes with 1 logit row, then 1 box with 2 rows
+    ([{"boxes": torch.zeros(2, 4), "logits": torch.randn(1, 3)}, {"boxes": torch.zeros(1, 4), "logits": torch.randn(2, 3)}],
+     r"image 0's 'logits' has shape \(1, 3\), expected one row per box \(2 boxes\)"),
+    ([{"boxes": torch.zeros(4), "logits": torch.randn(1, 3)}], "'boxes' must have shape"),
+    (_img(2), "must return a list with one dict per image"),
+    (None, "must return a list"),
+])
+def test_capture_bad_outputs(outputs, msg):
+    from oodlens.detection.capture import capture
+
+    with pytest.raises(OODLensError, match=msg):
+        capture(lambda batch: outputs, [0], 3)
+
+
+def test_capture_images_without_boxes():
+    from oodlens.detection.capture import capture
+
+    d = capture(lambda batch: [_img(2), {"boxes": torch.zeros(0), "logits": torch.zeros(0)}, _img(1)], [0], 3)
+    assert d.n == 3 and d.n_images == 3 and d.image.tolist() == [0, 0, 2]
+    e = capture(lambda batch: [{"boxes": torch.zeros(0), "logits": torch.zeros(0)}], [0], 3, background=0)
+    assert e.n == 0 and e.logits.shape == (0, 4)

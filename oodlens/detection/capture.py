@@ -30,19 +30,34 @@ def capture(fn: Callable[[Any], Iterable[Mapping[str, Any]]], batches: Iterable[
     :class:`Detections` (images numbered in order)."""
     per_image: list[Mapping[str, Any]] = []
     for batch in batches:
-        out = list(fn(batch))
-        per_image += out
+        out = fn(batch)
+        if isinstance(out, Mapping) or not isinstance(out, Iterable):
+            raise OODLensError(f"capture: the callable must return a list with one dict per image of the batch, "
+                               f"got {type(out).__name__}")
+        per_image += list(out)
     if not per_image:
         raise OODLensError("capture: the callable returned no images")
+    if not isinstance(per_image[0], Mapping):
+        raise OODLensError(f"capture: each image's output must be a dict, got {type(per_image[0]).__name__}")
     keys = set(per_image[0])
     for i, d in enumerate(per_image):
+        if not isinstance(d, Mapping):
+            raise OODLensError(f"capture: each image's output must be a dict, image {i}'s is {type(d).__name__}")
         for need in ("boxes", "logits"):
             if need not in d:
                 raise OODLensError(f"capture: image {i}'s output has no {need!r} (it has {sorted(d)})")
         if set(d) != keys:
             raise OODLensError(f"capture: image {i}'s output has keys {sorted(d)}, image 0 has {sorted(keys)}")
-    counts = torch.tensor([as_tensor(d["boxes"], "boxes").shape[0] for d in per_image])
-    cat = {k: torch.cat([as_tensor(d[k], k).detach().cpu() for d in per_image]) for k in keys}
+    n_boxes = []
+    for i, d in enumerate(per_image):
+        b = as_tensor(d["boxes"], "boxes")
+        if b.numel() and (b.ndim != 2 or b.shape[1] != 4):
+            raise OODLensError(f"capture: image {i}'s 'boxes' must have shape (n, 4) as x1, y1, x2, y2, got "
+                               f"{tuple(b.shape)}")
+        n_boxes.append(b.shape[0] if b.numel() else 0)
+    width = {"boxes": (4,), "logits": (int(num_classes) + (background is not None),)}
+    cat = {k: _concat(per_image, k, n_boxes, width.get(k, ())) for k in keys}
+    counts = torch.tensor(n_boxes)
     logits = cat.pop("logits").float()
     if "scores" in cat:
         conf = cat.pop("scores")
@@ -114,6 +129,26 @@ def _trace(outs: list[Mapping[str, torch.Tensor]], seen: Mapping[str, Any]) -> l
         res.append({"boxes": o["boxes"].detach(), "logits": seen["logits"][lo:lo + n][r],
                     "features": seen["features"][lo:lo + n][r], "scores": sc, "labels": lab})
     return res
+
+
+def _concat(per_image: list[Mapping[str, Any]], key: str, counts: list[int], default: tuple[int, ...] = ()
+            ) -> torch.Tensor:
+    """One per-box tensor over all images; each image's must have one row per box and the same trailing shape
+    (an empty tensor, e.g. ``torch.zeros(0)``, stands for an image without boxes)."""
+    parts = [as_tensor(d[key], key).detach().cpu() for d in per_image]
+    ref = next((t.shape[1:] for t in parts if t.numel() and t.ndim), torch.Size(default))
+    out = []
+    for i, (t, n) in enumerate(zip(parts, counts)):
+        if t.numel() == 0 and n == 0:
+            t = t.reshape(0, *ref)
+        if t.ndim == 0 or t.shape[0] != n:
+            raise OODLensError(f"capture: image {i}'s {key!r} has shape {tuple(t.shape)}, expected one row per box "
+                               f"({n} boxes)")
+        if t.shape[1:] != ref:
+            raise OODLensError(f"capture: image {i}'s {key!r} has per-box shape {tuple(t.shape[1:])}, other "
+                               f"images' {tuple(ref)}")
+        out.append(t)
+    return torch.cat(out)
 
 
 def _spans(counts: list[int]) -> list[tuple[int, int]]:
