@@ -180,3 +180,16 @@ def test_more_bad_inputs_found_by_review(tmp_path):
         with pytest.raises(OODLensError, match=msg):
             fn()
     assert "<td>1</td>" in table_html(df, digits=np.int64(0))
+
+
+def test_pipes_and_line_breaks_in_cells_keep_the_markdown_table_intact():
+    from oodlens.bench.reports.markdown_blocks import parse_markdown
+    from oodlens.bench.reports.tables import markdown_table
+
+    df = pd.DataFrame({"name": ["a|b", "two\nlines"], "v": [0.5, 0.25]}, index=["x", "y"])
+    md = markdown_table(df, index_name="row")
+    assert all(line.count("|") - line.count("\\|") == 4 for line in md.splitlines())  # 3 columns on every line
+    _, blocks = parse_markdown(md)
+    table = next(p for k, p in blocks if k == "table")[0]
+    assert table["name"].tolist() == ["a|b", "two lines"]  # was: the pipe split the row into an extra column
+    assert "<td class='text'>a|b</td>" in HtmlReport.from_markdown(md).to_html()

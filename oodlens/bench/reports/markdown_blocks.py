@@ -20,8 +20,11 @@ def looks_numeric(text: str) -> bool:
 
 
 def _table(lines: list[str]) -> pd.DataFrame:
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
+    def cells(line: str) -> list[str]:  # split on unescaped pipes; "\|" is a pipe inside a cell
+        inner = line.strip()
+        inner = inner[1:] if inner.startswith("|") else inner
+        inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
 
     header = cells(lines[0])
     body = [cells(line) for line in lines[2:]] if len(lines) > 1 and set(lines[1].replace("|", "").strip()) <= set(":- ") else [cells(line) for line in lines[1:]]

@@ -53,6 +53,11 @@ def best_cells(df: pd.DataFrame, best: str | Mapping[str, str] | None, skip_rows
     return out
 
 
+def _md_cell(text: str) -> str:
+    """A cell's text made safe inside a pipe table: ``|`` escaped, line breaks as spaces."""
+    return text.replace("|", "\\|").replace("\r\n", " ").replace("\n", " ")
+
+
 def markdown_table(df: pd.DataFrame, percent: bool = True, digits: int = 1, best: str | Mapping[str, str] | None = None,
                    index: bool = True, index_name: str | None = "detector", mean_rows: Iterable[Any] = (),
                    flag_cells: Iterable[tuple[Any, Any]] = ()) -> str:
@@ -76,9 +81,11 @@ def markdown_table(df: pd.DataFrame, percent: bool = True, digits: int = 1, best
                 text += " †"
             cells.append(text)
         body.append(cells)
-    widths = [max(len(h), *(len(r[j]) for r in body)) if body else len(h) for j, h in enumerate(header)]
+    widths = [max(len(_md_cell(h)), *(len(_md_cell(r[j])) for r in body)) if body else len(_md_cell(h))
+              for j, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
+        cells = [_md_cell(c) for c in cells]
         return "| " + " | ".join(c.rjust(w) if numeric[j] and j else c.ljust(w)
                                  for j, (c, w) in enumerate(zip(cells, widths))) + " |"
 
