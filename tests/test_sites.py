@@ -10,6 +10,7 @@ import torch
 
 from oodlens.bench.datasets.sites import SITES, Site, load_sites_study, model_input
 from oodlens.bench.group_rates import group_far_table
+from oodlens.errors import OODLensError
 from oodlens.bench.protocol import Benchmark, TestSet
 from oodlens.bench.runner import run_benchmark
 
@@ -55,6 +56,10 @@ def test_runner_reports_false_alarms_at_the_calibrated_threshold_per_group():
     assert want_b > 0.5  # the scanner with twice the spread drowns in alarms
     far = res.table[(res.table.metric == "flagged_at_calibrated_95") & (res.table.test_set == "far")].value
     assert float(far.iloc[0]) == pytest.approx(np.mean(det["far"] > tau))
+    with pytest.raises(OODLensError, match="no 'far_at_calibrated_90' rows"):  # was: an all-NaN table
+        group_far_table(res, level=0.9)
+    with pytest.raises(OODLensError, match="BenchmarkResult"):  # was: AttributeError
+        group_far_table(None)
 
 
 def test_demo_runs_small(tmp_path, monkeypatch, capsys):

@@ -54,7 +54,14 @@ def calibrated_rate_rows(detector: str, scores: dict[str, np.ndarray], bench: Be
 def group_far_table(result: Any, level: float = 0.95) -> "pd.DataFrame":  # noqa: F821
     """Wide table detector × (``test``, then ``group:<name>`` columns) of the false-alarm rate at the calibrated
     threshold, from a :class:`~oodlens.bench.runner.BenchmarkResult`."""
-    t = result.table[result.table.metric == f"far_at_calibrated_{level * 100:g}"]
+    table = getattr(result, "table", None)
+    if table is None or not hasattr(table, "metric"):
+        raise OODLensError(f"group_far_table needs a BenchmarkResult (from run_benchmark), got {type(result).__name__}")
+    metric = f"far_at_calibrated_{level * 100:g}"
+    if not (table.metric == metric).any():
+        have = sorted({m for m in table.metric.unique() if str(m).startswith("far_at_calibrated_")})
+        raise OODLensError(f"the result has no {metric!r} rows (level={level!r}); it has {have or 'none'}")
+    t = table[table.metric == metric]
     t = t[(t.test_set == "test") | t.test_set.str.startswith("group:")]
     wide = t.pivot(index="detector", columns="test_set", values="value")
     cols = ["test"] + sorted(c for c in wide.columns if c != "test")
