@@ -225,3 +225,34 @@ def test_capture_images_without_boxes():
     assert d.n == 3 and d.n_images == 3 and d.image.tolist() == [0, 0, 2]
     e = capture(lambda batch: [{"boxes": torch.zeros(0), "logits": torch.zeros(0)}], [0], 3, background=0)
     assert e.n == 0 and e.logits.shape == (0, 4)
+
+
+def test_ground_truth_label_beyond_the_detector_classes():
+    gt = GroundTruth([0, 0], B, [0, 7], 1)  # label 7 with a 3-class detector: its objects would be dropped
+    with pytest.raises(OODLensError, match="label 7 but the detections have num_classes=3"):
+        coco_ap(dets(), gt)
+    with pytest.raises(OODLensError, match="label 7"):
+        openset.open_set_metrics(dets(), gt, [False, True], [0.1, 0.9])
+
+
+def test_enhancements_bad_inputs():
+    from oodlens.detection.enhance import ClassConditionalConformal, SizeNormalised
+
+    with pytest.raises(OODLensError, match="integers in 0..2"):
+        ClassConditionalConformal().fit([1.0, 2.0], [0, -1], 3)
+    with pytest.raises(OODLensError, match="NaN"):
+        ClassConditionalConformal().fit([1.0, np.nan], [0, 1], 3)
+    c = ClassConditionalConformal().fit([1.0, 2.0, 3.0], [0, 1, 1], 3)
+    with pytest.raises(OODLensError, match="integers in 0..2"):
+        c.score([1.0], [7])
+    with pytest.raises(OODLensError, match="one entry per box"):
+        c.score([1.0, 2.0], [1])
+    # p = (1 + #{cal of class 1 ≥ 2.5}) / (2 + 1) = 2/3; class 2 has no calibration: pooled, p = 4/4
+    assert c.score([2.5, 0.0], [1, 2]).tolist() == pytest.approx([-np.log(2 / 3), 0.0])
+    with pytest.raises(OODLensError, match="bins"):
+        SizeNormalised(0)
+    with pytest.raises(OODLensError, match="2 scores but 1 boxes"):
+        SizeNormalised().fit([1.0, 2.0], [[0, 0, 1, 1]])
+    s = SizeNormalised(2).fit([1.0, 2.0, 3.0, 4.0], [[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 3, 3], [0, 0, 4, 4]])
+    with pytest.raises(OODLensError, match="x2 < x1"):
+        s.score([1.0], [[0, 0, -1, 1]])

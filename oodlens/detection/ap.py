@@ -90,6 +90,16 @@ def average_precision(scores, d_boxes, d_image, d_class, g_boxes, g_image, g_cla
     return APResult(precision, score_at, thr, det_gt)
 
 
+def check_label_range(gt: GroundTruth, num_classes: int) -> None:
+    """Known ground-truth labels must be classes of the detector (0..num_classes−1); others would be dropped
+    from the AP silently."""
+    from ..errors import OODLensError
+
+    if gt.n and int(gt.labels.max()) >= num_classes:
+        raise OODLensError(f"ground truth has label {int(gt.labels.max())} but the detections have num_classes="
+                           f"{num_classes} (known labels 0..{num_classes - 1}, unknown objects {-1})")
+
+
 def coco_ap(dets: Detections, gt: GroundTruth, scores=None, iou_thresholds=COCO_IOUS, max_dets: int = 100) -> APResult:
     """Known-class AP of ``dets`` against ``gt`` (unknown ground truth is not a class here). ``scores`` ranks
     the detections (default: the detector's confidence)."""
@@ -97,6 +107,7 @@ def coco_ap(dets: Detections, gt: GroundTruth, scores=None, iou_thresholds=COCO_
 
     if dets.n_images != gt.n_images:
         raise OODLensError(f"detections cover {dets.n_images} images but the ground truth {gt.n_images}")
+    check_label_range(gt, dets.num_classes)
     s = dets.confidence if scores is None else score_vector(scores, dets.n, "AP ranking scores")
     return average_precision(s, dets.boxes, dets.image, dets.classes, gt.boxes, gt.image, gt.labels,
                              dets.num_classes, iou_thresholds, max_dets)

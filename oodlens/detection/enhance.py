@@ -20,7 +20,26 @@ import torch
 
 from ..errors import NotFittedError, OODLensError
 from ..fusion import ScoreFusion
-from .matching import _np
+from .matching import _np, score_vector
+
+
+def _classes(classes: Any, n: int, num_classes: int, what: str) -> np.ndarray:
+    c = _np(classes)
+    if c.ndim != 1 or c.shape[0] != n:
+        raise OODLensError(f"{what} classes must have one entry per box, shape ({n},), got {c.shape}")
+    if c.size and ((c % 1 != 0).any() or c.min() < 0 or c.max() >= num_classes):
+        raise OODLensError(f"{what} classes must be integers in 0..{num_classes - 1}, got values in "
+                           f"{c.min()}..{c.max()}")
+    return c.astype(np.int64)
+
+
+def _boxes(boxes: Any, n: int) -> np.ndarray:
+    from .boxes import check_boxes
+
+    b = _np(check_boxes(torch.as_tensor(_np(boxes)), "boxes")).astype(np.float64)
+    if b.shape[0] != n:
+        raise OODLensError(f"{n} scores but {b.shape[0]} boxes")
+    return b
 
 
 def _counts_at_least(cal_key: np.ndarray, cal_group: np.ndarray, s: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -36,9 +55,12 @@ class ClassConditionalConformal:
     """score → −log p with p the class-conditional conformal p-value (see the module docstring)."""
 
     def fit(self, scores: Any, classes: Any, num_classes: int) -> "ClassConditionalConformal":
-        s, c = _np(scores).astype(np.float64), _np(classes).astype(np.int64)
-        if s.shape != c.shape or s.size == 0:
-            raise OODLensError(f"calibration scores and classes must be non-empty and equally long, got {s.shape}, {c.shape}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise OODLensError(f"num_classes must be a positive integer, got {num_classes!r}")
+        s = score_vector(scores, np.size(_np(scores)), "calibration scores")
+        if s.size == 0:
+            raise OODLensError("ClassConditionalConformal needs calibration scores (got none)")
+        c = _classes(classes, s.size, num_classes, "calibration")
         self.n_ = np.bincount(c, minlength=num_classes)
         # a class without calibration boxes falls back to all classes pooled (marked by group -1)
         self.fallback_ = self.n_ == 0
@@ -48,7 +70,8 @@ class ClassConditionalConformal:
     def score(self, scores: Any, classes: Any) -> torch.Tensor:
         if not hasattr(self, "n_"):
             raise NotFittedError("ClassConditionalConformal is not fitted")
-        s, c = _np(scores).astype(np.float64), _np(classes).astype(np.int64)
+        s = score_vector(scores, np.size(_np(scores)), "scores")
+        c = _classes(classes, s.size, self.n_.size, "box")
         grp = np.where(self.fallback_[c], -1, c)
         cal_s = np.r_[self.cal_, self.cal_]
         cal_g = np.r_[self.group_, np.full(self.cal_.size, -1)]
@@ -61,6 +84,8 @@ class SizeNormalised:
     """score → (s − median) / IQR within log-area bins fitted on ID validation boxes."""
 
     def __init__(self, bins: int = 4):
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise OODLensError(f"bins must be a positive integer, got {bins!r}")
         self.bins = bins
 
     @staticmethod
@@ -69,7 +94,10 @@ class SizeNormalised:
         return np.log(np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6, None))
 
     def fit(self, scores: Any, boxes: Any) -> "SizeNormalised":
-        s, a = _np(scores).astype(np.float64), self._log_area(boxes)
+        s = score_vector(scores, np.size(_np(scores)), "calibration scores")
+        if s.size == 0:
+            raise OODLensError("SizeNormalised needs calibration scores (got none)")
+        a = self._log_area(_boxes(boxes, s.size))
         self.edges_ = np.quantile(a, np.linspace(0, 1, self.bins + 1)[1:-1])
         b = np.searchsorted(self.edges_, a)
         order = np.lexsort((s, b))
@@ -86,8 +114,9 @@ class SizeNormalised:
     def score(self, scores: Any, boxes: Any) -> torch.Tensor:
         if not hasattr(self, "edges_"):
             raise NotFittedError("SizeNormalised is not fitted")
-        b = np.searchsorted(self.edges_, self._log_area(boxes))
-        return torch.from_numpy((_np(scores).astype(np.float64) - self.median_[b]) / self.iqr_[b])
+        s = score_vector(scores, np.size(_np(scores)), "scores")
+        b = np.searchsorted(self.edges_, self._log_area(_boxes(boxes, s.size)))
+        return torch.from_numpy((s - self.median_[b]) / self.iqr_[b])
 
 
 def fused_scores(val: Mapping[str, Any], test: Mapping[str, Any], method: str = "fisher") -> torch.Tensor:

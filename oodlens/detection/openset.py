@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OODLensError
-from .ap import average_precision
+from .ap import average_precision, check_label_range
 from .boxes import UNKNOWN, Detections, GroundTruth
 from .matching import _np, box_iou_rows, greedy_match, group_pairs, score_vector
 
@@ -46,6 +46,7 @@ def _mask(flagged: Any, n: int) -> np.ndarray:
 def _same_images(dets: Detections, gt: GroundTruth) -> None:
     if dets.n_images != gt.n_images:
         raise OODLensError(f"detections cover {dets.n_images} images but the ground truth {gt.n_images}")
+    check_label_range(gt, dets.num_classes)
 
 
 def _unknown_match(dets: Detections, gt: GroundTruth, sel: np.ndarray, scores: np.ndarray) -> np.ndarray:
