@@ -52,3 +52,26 @@ def test_extraction_and_scoring_on_packaged_scans():
     df = mon.assess(feats["test"], groups=test.groups)
     assert df.attrs["unseen_groups"] == sorted({"GE MEDICAL SYSTEMS", "TOSHIBA_MEC", "functional.nii"})
     assert list(df["group"][:2]) == ["pooled", "pooled"] and "nearest training examples" in df["reading"][1]
+
+
+def test_bad_inputs_found_by_review(tmp_path):
+    import numpy as np
+
+    with pytest.raises(OODLensError, match="is a folder"):  # was: "... does not exist"
+        read_volume(tmp_path)
+    for bad, msg in ((dict(size=0), "size"), (dict(slices=np.full((2, 8, 8), np.nan)), "NaN"),
+                     (dict(slices=np.ones((8, 8))), r"\(S, H, W\)")):
+        args = {"slices": np.ones((2, 8, 8)), "size": 16, **bad}
+        with pytest.raises(OODLensError, match=msg):  # were: RuntimeError, NaN inputs, a silent 2-D reshape
+            to_inputs(args["slices"], args["size"])
+
+
+def test_photo_patches_arguments():
+    import numpy as np
+
+    from oodlens.bench.datasets.digits import photo_patches
+
+    assert photo_patches(0, 3, np.random.default_rng(0)).shape == (3, 1, 8, 8)
+    for index, n in ((5, 3), (0, 0), (0, -1)):
+        with pytest.raises(OODLensError):  # were IndexError / ValueError
+            photo_patches(index, n, np.random.default_rng(0))

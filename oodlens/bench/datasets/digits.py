@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...errors import OODLensError
 from .shifts import SHIFTS, apply_shift
 
 ID_CLASSES = (0, 1, 2, 3, 4, 5)
@@ -36,7 +37,12 @@ class DigitsSplits:
 def photo_patches(index: int, n: int, rng: np.random.Generator) -> torch.Tensor:
     from sklearn.datasets import load_sample_images
 
-    img = load_sample_images().images[index].astype(np.float32).mean(axis=2) / 255.0
+    images = load_sample_images().images
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(images):
+        raise OODLensError(f"index must be 0..{len(images) - 1} (scikit-learn's sample photos), got {index!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise OODLensError(f"n must be a positive integer, got {n!r}")
+    img = images[index].astype(np.float32).mean(axis=2) / 255.0
     h, w = (img.shape[0] // 4) * 4, (img.shape[1] // 4) * 4
     small = img[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
     ys = rng.integers(0, small.shape[0] - 8, n)

@@ -47,7 +47,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
     (``modality``, ``group`` = manufacturer or file name). NIfTI: slices along the third axis, first volume of 4-D."""
     p = Path(path)
     if not p.is_file():
-        raise OODLensError(f"{p} does not exist")
+        raise OODLensError(f"{p} is a folder, not a file (list its files)" if p.is_dir() else f"{p} does not exist")
     name = p.name.lower()
     if name.endswith(".dcm"):
         pydicom = _need("pydicom")
@@ -76,7 +76,13 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
 
 def to_inputs(slices: np.ndarray, size: int = 32) -> torch.Tensor:
     """(S, H, W) → (S, 1, size, size) in [0, 1]: per-slice 1st–99th percentile scaling, bilinear resize."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise OODLensError(f"size must be a positive integer, got {size!r}")
     x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))
+    if x.ndim != 3 or not x.shape[0]:
+        raise OODLensError(f"slices must be (S, H, W) with S ≥ 1, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise OODLensError("slices hold NaN or infinite pixel values")
     flat = x.reshape(x.shape[0], -1)
     lo, hi = torch.quantile(flat, 0.01, dim=1), torch.quantile(flat, 0.99, dim=1)
     x = ((x - lo[:, None, None]) / (hi - lo).clamp_min(1e-6)[:, None, None]).clamp(0, 1)
