@@ -155,3 +155,19 @@ def test_shard_with_another_width_is_refused(data, tmp_path):
     save_file({"features": torch.zeros(2, 2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(OODLensError, match="not an oodlens feature shard"):
         scale.read_shard(tmp_path / "plain.safetensors")
+
+
+def test_sharded_knn_queries_nan_or_empty_and_nan_bank(data, tmp_path):
+    knn = scale.ShardedKNN(data["paths"][:1], k=3, workers=1)
+    try:
+        with pytest.raises(OODLensError, match="non-finite"):  # were scored NaN silently
+            knn.score(torch.full((2, D), float("nan")))
+        assert knn.score(torch.zeros(0, D)).shape == (0,)  # was a ValueError inside a Ray task
+        v, i = knn.neighbours(torch.zeros(0, D))
+        assert v.shape == i.shape == (0, 3)
+    finally:
+        knn.close()
+    bad = scale.write_shard(tmp_path / "shard-000000000000.safetensors",
+                            Features(features=torch.full((4, D), float("nan"))), torch.arange(4))
+    with pytest.raises(OODLensError, match="non-finite"):
+        scale.ShardedKNN([bad], k=2, workers=1)

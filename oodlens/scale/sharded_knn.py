@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_float
+from .._checks import as_float, check_finite
 from ..detectors._knn_search import exact_topk, kth_distance
 from ..detectors._neighbours import rescale_rows
 from ..detectors.knn import _TIE_MARGIN
@@ -39,8 +39,9 @@ class _BankShard:
     """Ray actor: a block of bank rows (global indices offset … offset + n − 1)."""
 
     def __init__(self, paths: list[str], feature: str, offset: int):
-        rows = [read_shard(p, mmap=False)[0][feature] for p in paths]
-        self.bank = F.normalize(rescale_rows(as_float(torch.cat(rows))).float(), dim=1).contiguous()
+        rows = [check_finite(as_float(read_shard(p, mmap=False)[0][feature]), f"feature {feature!r} of shard {p}")
+                for p in paths]
+        self.bank = F.normalize(rescale_rows(torch.cat(rows)).float(), dim=1).contiguous()
         self.offset = offset
 
     def size(self) -> int:
@@ -97,7 +98,7 @@ class ShardedKNN:
         z = as_float(z, f"feature {self.feature!r}").float()
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise OODLensError(f"queries have shape {tuple(z.shape)} but the sharded bank holds (N, {self.dim})")
-        return z
+        return check_finite(z, f"queries (feature {self.feature!r})")
 
     def _merged(self, z: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Global top-``width`` (similarities, indices, distances), best first; equal similarities: lower index."""
@@ -111,12 +112,17 @@ class ShardedKNN:
 
     def neighbours(self, x: Features | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact merged top-k: (similarities, global bank indices), (N, k) each, best first (ties: lower index)."""
-        v, i, _ = self._merged(self._queries(x), self.k)
+        z = self._queries(x)
+        if z.shape[0] == 0:
+            return torch.zeros(0, self.k), torch.zeros(0, self.k, dtype=torch.long)
+        v, i, _ = self._merged(z, self.k)
         return v, i
 
     def score(self, x: Features | torch.Tensor) -> torch.Tensor:
         """‖ẑ − ẑ_(k)‖ per query (higher = more OOD), as ``KNN.score``."""
         z = self._queries(x)
+        if z.shape[0] == 0:
+            return torch.zeros(0)
         width = self.k + min(_TIE_MARGIN, self.n - self.k)
         v, _, d = self._merged(z, width)
         return kth_from_candidates(v, d, self.k, z.shape[1])
