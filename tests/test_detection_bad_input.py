@@ -256,3 +256,12 @@ def test_enhancements_bad_inputs():
     s = SizeNormalised(2).fit([1.0, 2.0, 3.0, 4.0], [[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 3, 3], [0, 0, 4, 4]])
     with pytest.raises(OODLensError, match="x2 < x1"):
         s.score([1.0], [[0, 0, -1, 1]])
+
+
+def test_coco_writers_check_inputs():
+    with pytest.raises(OODLensError, match="one value per detection"):  # zip used to drop the unscored boxes
+        coco.detections_to_coco(dets(), scores=[0.5])
+    with pytest.raises(OODLensError, match="label 3 but num_classes=3"):  # would be written as 'unknown'
+        coco.ground_truth_to_coco(GroundTruth([0], [B[0]], [3], 1), 3)
+    out = coco.detections_to_coco(dets(), scores=[0.5, 0.25])
+    assert [r["score"] for r in out] == [0.5, 0.25] and out[1]["bbox"] == [20.0, 20.0, 10.0, 10.0]

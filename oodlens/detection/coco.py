@@ -24,6 +24,7 @@ import torch
 
 from ..errors import OODLensError
 from .boxes import UNKNOWN, Detections, GroundTruth
+from .matching import _np, score_vector
 
 
 def _load(x: Any, what: str) -> Any:
@@ -176,6 +177,10 @@ def read_coco(annotations: Any, results: Any, unknown: Iterable[Any] = (), backg
 
 def ground_truth_to_coco(gt: GroundTruth, num_classes: int) -> dict:
     """A COCO annotation dict (image ids = image index; category id = class + 1; unknown = num_classes + 1)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise OODLensError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if gt.n and int(gt.labels.max()) >= num_classes:  # label K would be written as the 'unknown' category
+        raise OODLensError(f"ground truth has label {int(gt.labels.max())} but num_classes={num_classes}")
     b = gt.boxes.double().numpy()
     wh = b[:, 2:] - b[:, :2]
     lab = gt.labels.numpy()
@@ -190,6 +195,6 @@ def ground_truth_to_coco(gt: GroundTruth, num_classes: int) -> dict:
 def detections_to_coco(dets: Detections, scores: Any = None) -> list[dict]:
     """A COCO results list (category id = class + 1), ranked by ``scores`` (default: confidence)."""
     b = dets.boxes.double().numpy()
-    s = (dets.confidence if scores is None else torch.as_tensor(scores)).double().numpy()
+    s = _np(dets.confidence).astype(np.float64) if scores is None else score_vector(scores, dets.n, "scores")
     return [{"image_id": int(im), "category_id": int(c) + 1, "bbox": [float(x), float(y), float(x2 - x), float(y2 - y)],
              "score": float(sc)} for im, c, (x, y, x2, y2), sc in zip(dets.image.numpy(), dets.classes.numpy(), b, s)]
