@@ -151,8 +151,9 @@ def vos_table(b: Boxes, methods: list[str], reps: int, seed: int, baseline: str 
         f = bootstrap(vos_fpr, sc, ii, oi, reps, seed=seed, baseline=base)
         for m in methods:
             r = vos_evaluate(idd, od, b.scores[m]["test"], b.scores[m][ood], b.threshold)
-            rows.append({"ood": ood, "method": m, "auroc": a[m]["value"], "auroc_diff": a[m].get("diff"),
-                         "fpr95": f[m]["value"], "fpr95_diff": f[m].get("diff"), "aupr_in": r.aupr_in,
+            own = m == base  # the baseline's difference with itself is 0 by construction: shown as "–"
+            rows.append({"ood": ood, "method": m, "auroc": a[m]["value"], "auroc_diff": None if own else a[m].get("diff"),
+                         "fpr95": f[m]["value"], "fpr95_diff": None if own else f[m].get("diff"), "aupr_in": r.aupr_in,
                          "n_id": r.n_id, "n_ood": r.n_ood})
     return rows
 
