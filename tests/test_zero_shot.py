@@ -139,3 +139,11 @@ def test_energy_and_maxlogit_on_similarity_logits(emb):
     energy = create("energy").fit(f).score(f).numpy()
     assert np.allclose(energy, [-math.log(np.exp(r).sum()) for r in cos], atol=1e-5)
     assert np.allclose(create("maxlogit").fit(f).score(f).numpy(), -cos.max(1), atol=1e-6)
+
+
+def test_neglabel_template_without_placeholder_is_refused(emb):
+    prompts, _, _ = emb
+    words = [f"w{i}" for i in range(30)]
+    det = create("neglabel", n_negatives=5, groups=1, vocabulary=words, template="a photo")
+    with pytest.raises(OODLensError, match="template"):  # was: every word embedded as the same text "a photo"
+        det.fit(None, prompts=prompts, candidates=lambda texts: torch.randn(len(texts), prompts.shape[1]))

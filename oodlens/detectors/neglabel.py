@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .._checks import as_float, check_finite
+from ..encoders.clip import prompt_texts
 from ..encoders.zero_shot import cosine, unit
 from ..errors import OODLensError
 from ._zero_shot import check_positive, id_prompts
@@ -103,7 +104,7 @@ class NegLabel(Detector):
             c = torch.randn(max(4 * int(self.n_negatives), 1000), width, generator=g)
         elif callable(c):
             words = vocabulary_words(self.vocabulary, self.subsample, self.seed)
-            c = c([self.template.format(w) for w in words])
+            c = c(prompt_texts(words, self.template))  # checks the template's single {} (else one prompt for all)
         c = as_float(c, "candidates").detach()
         if c.ndim != 2 or c.shape[1] != width:
             raise OODLensError(f"candidates must be (V, {width}) embeddings, got shape {tuple(c.shape)}")
