@@ -66,3 +66,11 @@ def test_write_shard_bad_args(tmp_path):
     feats, ids, labels = shards.read_shard(p)
     assert ids.dtype == torch.int64 and torch.equal(labels, torch.ones(5, dtype=torch.int64))
     assert torch.equal(feats["features"], F["features"])
+
+
+@pytest.mark.parametrize("n", [0, "2", 1.5])
+def test_init_local_bad_cpus(n):
+    from oodlens.scale import init_local
+
+    with pytest.raises(OODLensError, match="positive integer"):
+        init_local(num_cpus=n)

@@ -25,6 +25,7 @@ def ray():
 def init_local(num_cpus: int = 2, **kwargs) -> None:
     """Start (or join) a local Ray instance for tests and examples: ``num_cpus`` CPUs, no dashboard, token
     authentication off (Ray ≥ 2.60 asks for it otherwise; never do this on a shared cluster)."""
+    _workers(num_cpus)
     r = ray()
     if r.is_initialized():
         return
@@ -34,7 +35,7 @@ def init_local(num_cpus: int = 2, **kwargs) -> None:
 
 def _workers(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise OODLensError(f"number of workers must be a positive integer, got {size!r}")
+        raise OODLensError(f"number of workers (or CPUs) must be a positive integer, got {size!r}")
     return size
 
 
