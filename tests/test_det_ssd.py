@@ -78,6 +78,9 @@ def test_ssd_bad_params():
         create("ssd", clusters=0).fit({"features": torch.randn(10, 3)})
     with pytest.raises(OODLensError, match="training rows"):
         create("ssd", clusters=20).fit({"features": torch.randn(10, 3)})
+    for iters in (0, -1):  # was: RuntimeError from bincount on labels left at -1
+        with pytest.raises(OODLensError, match="iters"):
+            create("ssd", clusters=2, iters=iters).fit({"features": torch.randn(10, 3)})
 
 
 @pytest.mark.parametrize("name", ["ssd", "mahalanobis_one_class"])

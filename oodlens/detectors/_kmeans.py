@@ -18,6 +18,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, seed: int = 0, tol: float 
     n = x.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
         raise OODLensError(f"k-means needs 1 ≤ clusters ≤ N = {n}, got {k!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:  # 0 left every label at -1
+        raise OODLensError(f"k-means needs iters ≥ 1 (Lloyd iterations), got {iters!r}")
     x = x.to(torch.float64)
     g = torch.Generator().manual_seed(int(seed))
     # k-means++: each new centre drawn with probability ∝ squared distance to the nearest chosen centre
