@@ -52,3 +52,14 @@ def test_no_class_mode_and_vectors():
 def test_logistic_fit_constant_data():
     mu, s = logistic_fit(np.full(5, 2.0))
     assert mu == 2.0 and s > 0
+
+
+def test_labels_beyond_the_logits_classes_are_refused():
+    """A part detector per label is picked at scoring by the logits' argmax: labels ≥ the logits' width would
+    train detectors that are never used (before: accepted silently)."""
+    from oodlens.errors import OODLensError
+
+    g = torch.Generator().manual_seed(0)
+    f = Features({"roi_map": torch.randn(12, 4, 3, 3, generator=g), "logits": torch.randn(12, 3, generator=g)})
+    with pytest.raises(OODLensError, match="labels go up to 6 but 'logits' has 3 classes"):
+        Particul(steps=1).fit(f, torch.arange(12) % 7)

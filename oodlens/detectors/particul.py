@@ -90,7 +90,10 @@ class Particul(Detector):
             if labels is None:
                 raise OODLensError("PARTICUL with class_wise=True needs class labels at fit (labels=...)")
             y = labels.to(maps.device)
-            n_cls = max(int(y.max()) + 1, train[self.logits].shape[1])
+            n_cls = train[self.logits].shape[1]
+            if int(y.max()) >= n_cls:  # a part detector per label, chosen at scoring by the logits' argmax
+                raise OODLensError(f"PARTICUL: labels go up to {int(y.max())} but {self.logits!r} has {n_cls} "
+                                   f"classes; the labels must be the classifier's classes 0..{n_cls - 1}")
         else:
             y, n_cls = torch.zeros(maps.shape[0], dtype=torch.long, device=maps.device), 1
         d, p = maps.shape[1], self.n_patterns
