@@ -31,6 +31,8 @@ GT = GroundTruth([0, 0], B, [0, -1], 1)
     (dict(background=5), "out of range"), (dict(background=-7), "out of range"),
     (dict(logits=torch.zeros(2, 0), num_classes=0, background=None), "num_classes must be"),
     (dict(n_images=-1), "non-negative integer"), (dict(n_images=1.5), "non-negative integer"),
+    (dict(n_images="2"), "non-negative integer"), (dict(n_images=[2]), "non-negative integer"),
+    (dict(num_classes=3.5), "num_classes must be a positive integer"),
 ])
 def test_detections_bad_construction(kw, msg):
     with pytest.raises(OODLensError, match=msg):

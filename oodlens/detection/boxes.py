@@ -14,6 +14,7 @@ annotated OOD objects.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -59,8 +60,12 @@ def check_boxes(boxes: Any, name: str = "boxes") -> torch.Tensor:
 def _check_image(image: Any, n: int, n_images: int | None, name: str) -> tuple[torch.Tensor, int]:
     img = _ints(image, n, f"{name} image index")
     top = int(img.max()) + 1 if n else 0
-    if n_images is not None and (isinstance(n_images, bool) or not float(n_images).is_integer() or n_images < 0):
-        raise OODLensError(f"{name}: n_images must be a non-negative integer, got {n_images!r}")
+    if n_images is not None:
+        if isinstance(n_images, torch.Tensor) and n_images.numel() == 1:
+            n_images = n_images.item()
+        if isinstance(n_images, bool) or not isinstance(n_images, numbers.Real) or not float(n_images).is_integer() \
+                or n_images < 0:
+            raise OODLensError(f"{name}: n_images must be a non-negative integer, got {n_images!r}")
     n_images = top if n_images is None else int(n_images)
     if n and (int(img.min()) < 0 or top > n_images):
         bad = int(((img < 0) | (img >= n_images)).nonzero()[0])
@@ -149,7 +154,11 @@ class Detections:
             raise OODLensError(f"logits must have shape ({n}, C), got {tuple(logits.shape)}")
         logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) or not logits.is_floating_point() else logits
         check_finite(logits, "logits")
-        k, c = int(self.num_classes), logits.shape[1]
+        nc = self.num_classes.item() if isinstance(self.num_classes, torch.Tensor) and self.num_classes.numel() == 1 \
+            else self.num_classes
+        if isinstance(nc, bool) or not isinstance(nc, numbers.Real) or not float(nc).is_integer():
+            raise OODLensError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        k, c = int(nc), logits.shape[1]
         if k < 1:
             raise OODLensError(f"num_classes must be ≥ 1 (the number of known classes), got {self.num_classes}")
         bg = self.background
