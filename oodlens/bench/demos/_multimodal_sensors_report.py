@@ -183,7 +183,8 @@ def render(res: dict[str, Any], seconds: float) -> str:
         "## Verdict: A2D against its control",
         "",
         "Paired per-seed differences (×100 for AUROC) with 95 % t-intervals; a difference is real only when its "
-        "interval excludes zero.",
+        "interval excludes zero. Each interval is for its own comparison, not corrected for the dozen made here: "
+        "with 3 seeds, treat an interval that ends at ±0.0 as not shown.",
         "",
         *[f"- {line}" for line in verdicts(res)],
     ]
