@@ -31,7 +31,7 @@ import torch
 import oodlens
 from oodlens import Features, OODLensError
 from oodlens.detectors import Detector, available_detectors, create
-from oodlens.testing import fit_on_toy, make_toy_problem, toy_detector
+from oodlens.testing import fit_on_toy, make_toy_problem, toy_detector, write_toy_benchmark
 
 RESULTS: list[tuple[str, str, str]] = []  # (area, case, outcome)
 DETAILS: list[str] = []
@@ -425,19 +425,7 @@ def cli_cases(toy) -> None:
     import subprocess
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        half = toy.test_id.n // 2
-        for split, feats, y in (("train", toy.train, toy.train_labels),
-                                ("val", toy.test_id.subset(slice(0, half)), toy.test_id_labels[:half]),
-                                ("test", toy.test_id.subset(slice(half, None)), toy.test_id_labels[half:]),
-                                ("ood", toy.test_ood, None)):
-            d = {"features": feats["features"], "logits": feats["logits"]}
-            if y is not None:
-                d["labels"] = y
-            Features(d).save(root / f"{split}.safetensors")
-        base = {"train": {"features": "train.safetensors", "labels": "labels"},
-                "val": {"features": "val.safetensors", "labels": "labels"},
-                "test": {"features": "test.safetensors", "labels": "labels"},
-                "test_sets": [{"name": "ood", "kind": "far", "features": "ood.safetensors"}]}
+        base = write_toy_benchmark(toy, root)
         variants = {
             "unknown detector param": {**base, "detectors": ["msp", "knn"], "detector_params": {"knn": {"kk": 3}}},
             "wrong feature name": {**base, "detectors": ["msp", "knn"], "detector_params": {"knn": {"features": "feats"}}},

@@ -165,6 +165,27 @@ def check_detector(detector: Detector, toy: ToyProblem | None = None, min_auroc:
     return {"auroc": a}
 
 
+def write_toy_benchmark(toy: ToyProblem, folder: Any) -> dict[str, Any]:
+    """Write the toy problem as the feature files of an ``oodlens bench`` config (train; ID test split in halves
+    as val and test; the OOD set as one far test set) into ``folder``; return the config's fields."""
+    from pathlib import Path
+
+    root = Path(folder)
+    half = toy.test_id.n // 2
+    for split, feats, y in (("train", toy.train, toy.train_labels),
+                            ("val", toy.test_id.subset(slice(0, half)), toy.test_id_labels[:half]),
+                            ("test", toy.test_id.subset(slice(half, None)), toy.test_id_labels[half:]),
+                            ("ood", toy.test_ood, None)):
+        d = {"features": feats["features"], "logits": feats["logits"]}
+        if y is not None:
+            d["labels"] = y
+        Features(d).save(root / f"{split}.safetensors")
+    return {"train": {"features": "train.safetensors", "labels": "labels"},
+            "val": {"features": "val.safetensors", "labels": "labels"},
+            "test": {"features": "test.safetensors", "labels": "labels"},
+            "test_sets": [{"name": "ood", "kind": "far", "features": "ood.safetensors"}]}
+
+
 def _expect(exc: type[Exception], fn, what: str, fragment: str) -> None:
     try:
         fn()

@@ -11,7 +11,7 @@ from oodlens import Features, OODLensError
 from oodlens.detectors import Detector, create
 from oodlens.monitor import Monitor
 from oodlens.safetensors_io import load_tensors, save_tensors
-from oodlens.testing import make_toy_problem
+from oodlens.testing import make_toy_problem, write_toy_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -152,19 +152,7 @@ def test_monitor_files_outside_or_broken(monitor_folder, toy):
 
 
 def _bench_files(toy, root):
-    half = toy.test_id.n // 2
-    for split, feats, y in (("train", toy.train, toy.train_labels),
-                            ("val", toy.test_id.subset(slice(0, half)), toy.test_id_labels[:half]),
-                            ("test", toy.test_id.subset(slice(half, None)), toy.test_id_labels[half:]),
-                            ("ood", toy.test_ood, None)):
-        d = {"features": feats["features"], "logits": feats["logits"]}
-        if y is not None:
-            d["labels"] = y
-        Features(d).save(root / f"{split}.safetensors")
-    return {"train": {"features": "train.safetensors", "labels": "labels"},
-            "val": {"features": "val.safetensors", "labels": "labels"},
-            "test": {"features": "test.safetensors", "labels": "labels"},
-            "test_sets": [{"name": "ood", "kind": "far", "features": "ood.safetensors"}]}
+    return write_toy_benchmark(toy, root)
 
 
 @pytest.mark.parametrize("label,change,code,fragment", [
