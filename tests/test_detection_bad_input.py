@@ -267,3 +267,12 @@ def test_coco_writers_check_inputs():
         coco.ground_truth_to_coco(GroundTruth([0], [B[0]], [3], 1), 3)
     out = coco.detections_to_coco(dets(), scores=[0.5, 0.25])
     assert [r["score"] for r in out] == [0.5, 0.25] and out[1]["bbox"] == [20.0, 20.0, 10.0, 10.0]
+
+
+def test_unknown_category_names_must_exist():
+    gt, idx = coco.read_ground_truth(ANN, unknown=["b"])
+    assert idx.num_classes == 1 and idx.unknown_ids == {2}
+    with pytest.raises(OODLensError, match=r"unknown categories \['bb'\]"):  # a typo used to mark nothing unknown
+        coco.read_ground_truth(ANN, unknown=["bb"])
+    with pytest.raises(OODLensError, match="every category is marked unknown"):
+        coco.read_ground_truth(ANN, unknown=["a", 2])

@@ -98,6 +98,12 @@ class CocoIndex:
             raise OODLensError("categories: a category id appears more than once")
         cats = [ann["categories"][i] for i in np.argsort(cat_ids, kind="stable")]
         self.unknown_ids = {int(c["id"]) for c in cats if str(c["id"]) in unknown or c.get("name") in unknown}
+        named = {str(c["id"]) for c in cats} | {str(c.get("name")) for c in cats if "name" in c}
+        if unknown - named:
+            raise OODLensError(f"unknown categories {sorted(unknown - named)} are neither a category id nor a name of "
+                               f"the annotations (categories: {[c.get('name', c['id']) for c in cats]})"[:400])
+        if cats and len(self.unknown_ids) == len(cats):
+            raise OODLensError("every category is marked unknown: at least one known class is needed")
         known = [c for c in cats if int(c["id"]) not in self.unknown_ids]
         self.class_names = [str(c.get("name", c["id"])) for c in known]
         self.category_ids = np.array([int(c["id"]) for c in known], dtype=np.int64)
