@@ -265,22 +265,33 @@ def tie_safe_kth_distance(z: torch.Tensor, bank: torch.Tensor, vals: torch.Tenso
     candidates (the window) get their exact distances (each a function of the row and the bank vector only), and the
     k-th distance is the (k − a)-th smallest of them, with a the candidates surely above the window; rows without a
     near-tie keep :func:`kth_distance` of the k-th candidate."""
-    gamma = z.shape[1] * 2.0 ** -24
     out = kth_distance(z, bank, idx[:, k - 1])
-    s_k = vals[:, k - 1:k]
-    window = (vals - s_k).abs() <= 2 * gamma
+    window, above = tie_window(vals, k, z.shape[1])
     rows = (window.sum(1) > 1).nonzero().flatten()
     if rows.numel() == 0:
         return out
-    window, v = window[rows], vals[rows]
-    above = (v > s_k[rows] + 2 * gamma).sum(1)  # surely closer than every window candidate
+    window, above = window[rows], above[rows]
     r, c = window.nonzero(as_tuple=True)
     q = F.normalize(z[rows[r]], dim=1)
     d = torch.full(window.shape, float("inf"), dtype=out.dtype, device=out.device)
     d[r, c] = torch.linalg.vector_norm(q - bank[idx[rows[r], c]], dim=1)
-    pos = (k - 1 - above).clamp(0, window.shape[1] - 1)
-    out[rows] = d.sort(1).values.gather(1, pos[:, None]).squeeze(1)
+    out[rows] = kth_within_window(d, above, k)
     return out
+
+
+def tie_window(vals: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For top-K products ``vals`` (N, K, sorted descending) of D = ``dim`` float32 terms: the candidates within
+    2γ_D (γ_D = D·2⁻²⁴) of the k-th product (the window, (N, K) bool) and the number surely above it (N,)."""
+    gamma = dim * 2.0 ** -24
+    s_k = vals[:, k - 1:k]
+    return (vals - s_k).abs() <= 2 * gamma, (vals > s_k + 2 * gamma).sum(1)
+
+
+def kth_within_window(window_dists: torch.Tensor, above: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th neighbour distance: the (k − a)-th smallest direct distance among the window's candidates
+    (``window_dists``: their distances, +inf outside the window; a = ``above``)."""
+    pos = (k - 1 - above).clamp(0, window_dists.shape[1] - 1)
+    return window_dists.sort(1).values.gather(1, pos[:, None]).squeeze(1)
 
 
 def kth_distance(z: torch.Tensor, bank: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:

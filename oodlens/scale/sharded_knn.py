@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import as_float, check_finite
-from ..detectors._knn_search import exact_topk, kth_distance
+from ..detectors._knn_search import exact_topk, kth_distance, kth_within_window, tie_window
 from ..detectors._neighbours import rescale_rows
 from ..detectors.knn import _TIE_MARGIN
 from ..errors import OODLensError
@@ -137,12 +137,8 @@ def kth_from_candidates(vals: torch.Tensor, dists: torch.Tensor, k: int, dim: in
     """The k-th neighbour distance from the top-K candidates (similarities sorted descending, their direct distances),
     by ``tie_safe_kth_distance``'s rule: where several products lie within 2γ_D (γ_D = D·2⁻²⁴) of the k-th, the
     k-th distance is the (k − a)-th smallest distance among them, a = candidates surely above them."""
-    gamma = dim * 2.0 ** -24
-    s_k = vals[:, k - 1:k]
-    window = (vals - s_k).abs() <= 2 * gamma
-    above = (vals > s_k + 2 * gamma).sum(1)
-    ranked = torch.where(window, dists, torch.full_like(dists, float("inf"))).sort(1).values
-    tied = ranked.gather(1, (k - 1 - above).clamp(0, vals.shape[1] - 1)[:, None]).squeeze(1)
+    window, above = tie_window(vals, k, dim)
+    tied = kth_within_window(torch.where(window, dists, torch.full_like(dists, float("inf"))), above, k)
     return torch.where(window.sum(1) > 1, tied, dists[:, k - 1])
 
 
