@@ -21,7 +21,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demos = available_demos()
-    listing = "\n".join(f"  {name:14s} {line}" for name, line in demos.items())
+    width = max(map(len, demos), default=0) + 2
+    listing = "\n".join(f"  {name:{width}s}{line}" for name, line in demos.items())
     demo = sub.add_parser("demo", help="run a built-in benchmark end to end and print its tables",
                           description="Run a built-in benchmark on data that ships with the package's dependencies.",
                           epilog=f"demos:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
