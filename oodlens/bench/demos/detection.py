@@ -77,7 +77,7 @@ def run_demo(args: Any) -> int:
         f"({vinfo['id_tracks']} on known objects, {vinfo['unknown_tracks']} on unknown objects; "
         f"{vinfo['unknown_objects']} unknown objects enter mid-video). Track AUROC uses each track's maximum "
         f"aggregate; time to detection (TTD) counts frames from an unknown object's first appearance to its first "
-        f"box above the threshold that flags {vinfo['false_alarm']:.0%} of ID tracks. Intervals over videos.",
+        f"box above the threshold that flags {vinfo['false_alarm']:.0%} of ID tracks. AUROC intervals: bootstrap over videos; the flagged share and time to detection count the few unknown objects that enter the videos (no interval).",
         "",
         rep.markdown(video_rows, rep.VIDEO_COLUMNS),
     ]
