@@ -150,7 +150,7 @@ def test_shard_with_another_width_is_refused(data, tmp_path):
         scale.ShardedKNN(paths, k=3, workers=2)
     det = get_detector("energy")().fit(data["ref"])  # a dataset of another width: the worker's error, unwrapped
     rows = ray.data.from_items([{"logits": np.zeros(C + 1, np.float32), "id": i} for i in range(4)])
-    with pytest.raises(OODLensError, match=r"feature 'logits' has shape \(4, 5\) but the detector was fitted on"):
+    with pytest.raises(OODLensError, match=r"feature 'logits' has shape \(4, 5\) but the detector expects"):
         scale.collect_scores(scale.score_dataset(det, rows))
     save_file({"features": torch.zeros(2, 2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(OODLensError, match="not an oodlens feature shard"):

@@ -373,8 +373,9 @@ class Detector:
         for k in self.required_features():
             want = self.feature_shapes_[k]
             if list(x[k].shape[1:]) != list(want):
-                raise OODLensError(f"feature {k!r} has shape {tuple(x[k].shape)} but the detector was fitted on "
-                                   f"(N, {', '.join(map(str, want))})")
+                raise OODLensError(f"feature {k!r} has shape {tuple(x[k].shape)} but the detector expects "
+                                   f"(N, {', '.join(map(str, want))}) (the width of what it was fitted on: "
+                                   f"training features, or the prompts of a zero-shot detector)")
         return x
 
     def _move_state(self, device: torch.device) -> None:
