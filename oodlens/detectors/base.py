@@ -19,11 +19,8 @@ Fitted state lives in attributes ending in ``_``; tensors are saved as safetenso
 from __future__ import annotations
 
 import difflib
-import functools
-import hashlib
 import inspect
 import json
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -35,7 +32,8 @@ from torch import nn
 from .._checks import as_float, as_tensor, check_finite, check_labels
 from ..errors import NotFittedError, OODLensError
 from ..features import Features
-from ..safetensors_io import load_tensors, save_tensors
+from ._params import checked_init, param_problem
+from ._saved_file import read_detector_file, write_detector_file
 
 
 @dataclass(frozen=True)
@@ -108,55 +106,6 @@ def get_detector(name: str) -> type["Detector"]:
         raise OODLensError(f"unknown detector {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})") from None
 
 
-def _checked_init(init):
-    """Wrap a subclass's ``__init__`` so that the outermost constructor checks the hyper-parameters it set."""
-
-    @functools.wraps(init)
-    def wrapped(self, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        if type(self).__init__ is wrapped:  # not when called through super() from a subclass's constructor
-            self.check_params()
-
-    wrapped._checks_params = True  # type: ignore[attr-defined]
-    return wrapped
-
-
-_SIMPLE = {"int", "float", "str", "bool", "None"}
-
-
-def _param_problem(value: Any, annotation: Any, infinite_ok: bool) -> str:
-    """Why ``value`` does not fit ``annotation`` (a string under ``from __future__ import annotations``), or ''.
-    Annotations other than unions of int/float/str/bool/None are not type-checked; NaN is refused everywhere."""
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        if math.isnan(float(value)):
-            return "is NaN"
-        if math.isinf(float(value)) and not infinite_ok:
-            return "is infinite; give a finite number"
-    if annotation is inspect.Parameter.empty:
-        return ""
-    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    kinds = {t.strip() for t in text.replace("Optional[", "None | ").rstrip("]").split("|")}
-    if not kinds <= _SIMPLE:
-        return ""
-    if value is None:
-        ok = "None" in kinds
-    elif isinstance(value, bool):
-        ok = "bool" in kinds
-    elif isinstance(value, numbers.Integral):
-        ok = bool(kinds & {"int", "float"})
-    elif isinstance(value, numbers.Real):
-        ok = "float" in kinds
-    elif isinstance(value, str):
-        ok = "str" in kinds
-    else:
-        ok = False
-    if ok:
-        return ""
-    want = " or ".join({"int": "an integer", "float": "a number", "str": "a string", "bool": "True/False",
-                        "None": "None"}[k] for k in sorted(kinds))
-    return f"must be {want}, got {type(value).__name__}"
-
-
 class Detector:
     """Base class of every OOD detector. Subclasses set ``name`` and implement ``_fit`` and ``_score``."""
 
@@ -187,7 +136,7 @@ class Detector:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_checks_params", False):
-            cls.__init__ = _checked_init(init)  # type: ignore[method-assign]
+            cls.__init__ = checked_init(init)  # type: ignore[method-assign]
         if cls.__dict__.get("name"):
             register(cls)
 
@@ -229,7 +178,7 @@ class Detector:
         for p in sig.parameters.values():
             if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, p.name):
                 continue
-            problem = _param_problem(getattr(self, p.name), p.annotation, p.name in self.infinite_params)
+            problem = param_problem(getattr(self, p.name), p.annotation, p.name in self.infinite_params)
             if problem:
                 raise OODLensError(f"{type(self).__name__}: hyper-parameter {p.name}={getattr(self, p.name)!r} "
                                    f"{problem}")
@@ -409,14 +358,7 @@ class Detector:
         """Write hyper-parameters and fitted state to one safetensors file (no pickle), with a SHA-256 digest of
         every header field and state tensor so that ``load`` refuses an edited or corrupted file."""
         tensors, values = self.state()
-        meta = {
-            "oodlens_detector": self.name,
-            "params": json.dumps(self.get_params()),
-            "state": json.dumps(values),
-        }
-        digests = {k: _digest_text(v) for k, v in meta.items()}
-        digests.update({f"tensor:{k}": _digest_tensor(t) for k, t in tensors.items()})
-        save_tensors(tensors, path, {**meta, "digests": json.dumps(digests)})
+        write_detector_file(path, self.name, self.get_params(), values, tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Detector":
@@ -426,14 +368,10 @@ class Detector:
         tensor against the digests written by :meth:`save`, the hyper-parameters (names and types), the state's
         structure and the finiteness of every state tensor. Any problem raises one :class:`OODLensError` naming
         the file and the field."""
-        tensors, meta = load_tensors(path, mmap=False)
-        if "oodlens_detector" not in meta:
-            raise OODLensError(f"{path} is not a saved oodlens detector (no 'oodlens_detector' field)")
-        _check_digests(path, meta, tensors)
-        klass = get_detector(meta["oodlens_detector"])
+        name, params, values, tensors = read_detector_file(path)
+        klass = get_detector(name)
         if cls is not Detector and not issubclass(klass, cls):
             raise OODLensError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        params = _json_field(path, meta, "params", dict)
         names = set(klass._param_names())
         unknown, missing = sorted(set(params) - names), sorted(names - set(params))
         if unknown or missing:
@@ -443,7 +381,7 @@ class Detector:
             det = klass(**params)
         except (OODLensError, TypeError) as e:
             raise OODLensError(f"{path}: field 'params': {e}") from None
-        det.restore_state(tensors, _json_field(path, meta, "state", dict), where=str(path))
+        det.restore_state(tensors, values, where=str(path))
         return det
 
     def restore_state(self, tensors: dict[str, torch.Tensor], values: dict[str, Any],
@@ -479,60 +417,4 @@ class Detector:
                 for v in shapes.values()):
             raise OODLensError(f"{where}: field 'state' has no valid feature_shapes_ for the features "
                                f"{list(self.required_features())}")
-        return self
-
-
-def _digest_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _digest_tensor(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and bytes (so an edited dtype, shape or value changes it)."""
-    t = t.detach().to("cpu").contiguous()
-    h = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
-    return h.hexdigest()
-
-
-def _check_digests(path: Any, meta: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Every header field and tensor must match the digests ``Detector.save`` wrote."""
-    digests = _json_field(path, meta, "digests", dict)
-    for k in ("oodlens_detector", "params", "state"):
-        if k not in meta:
-            raise OODLensError(f"{path}: header field {k!r} is missing")
-        if digests.get(k) != _digest_text(meta[k]):
-            raise OODLensError(f"{path}: header field {k!r} does not match its digest: the file was edited or corrupted")
-    recorded = {k[len("tensor:"):] for k in digests if k.startswith("tensor:")}
-    if recorded != set(tensors):
-        raise OODLensError(f"{path}: the state tensors {sorted(tensors)} differ from those recorded "
-                           f"{sorted(recorded)}: the file was edited or corrupted")
-    for k, t in tensors.items():
-        if digests[f"tensor:{k}"] != _digest_tensor(t):
-            raise OODLensError(f"{path}: state tensor {k!r} does not match its digest (dtype, shape or values "
-                               "were edited or corrupted)")
-
-
-def _json_field(path: Any, meta: Mapping[str, str], key: str, kind: type) -> Any:
-    """Header field ``key`` parsed as JSON and checked to be a ``kind``."""
-    if key not in meta:
-        raise OODLensError(f"{path}: header field {key!r} is missing (not written by Detector.save, or edited)")
-    try:
-        value = json.loads(meta[key])
-    except (json.JSONDecodeError, TypeError) as e:
-        raise OODLensError(f"{path}: header field {key!r} is not valid JSON ({e})") from None
-    if not isinstance(value, kind):
-        raise OODLensError(f"{path}: header field {key!r} must be a JSON {kind.__name__}, got {type(value).__name__}")
-    return value
-
-    def restore_state(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> "Detector":
-        """Set the fitted state that :meth:`state` returned (``tensors``, JSON ``values``) on this instance."""
-        tensors = dict(tensors)
-        for k, v in values.items():
-            if v == "__head__":
-                setattr(self, k, Head(tensors.pop(k + "weight"), tensors.pop(k + "bias")))
-            else:
-                setattr(self, k, v)
-        for k, t in tensors.items():
-            setattr(self, k, t)
         return self
