@@ -35,20 +35,19 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._checks import check_finite
-from .calibrate import PVALUE_METHODS, ConformalCalibrator, check_disjoint, describe_degree, rows_in_hashes, screen
-from .detectors.base import Detector
-from .errors import NotFittedError, OODLensError
-from .extract import extract
-from .features import Features
-from .calibrate.explain import FeatureBank, drivers, explain_table
-from .calibrate.groups import GroupCalibrator, group_names
-from .calibrate.weighted import DomainWeights, WeightedCalibrator
-from .fusion import Fused, combine_pvalues
-from .fusion.rules import P_RULES, member_pvalues, stack_scores
-from .safetensors_io import load_tensors, save_tensors
+from ..calibrate import ConformalCalibrator, check_disjoint, describe_degree, rows_in_hashes, screen
+from ..detectors.base import Detector
+from ..errors import NotFittedError, OODLensError
+from ..extract import extract
+from ..features import Features
+from ..calibrate.explain import FeatureBank, drivers, explain_table
+from ..calibrate.groups import GroupCalibrator, group_names
+from ..calibrate.weighted import DomainWeights, WeightedCalibrator
+from ..fusion import Fused, combine_pvalues
+from ..fusion.rules import P_RULES, member_pvalues, stack_scores
+from ..safetensors_io import load_tensors, save_tensors
+from .files import FORMAT, calibration_scores, inside, read_manifest
 
-_FORMAT = "oodlens-monitor"
 
 
 def _named_detectors(detectors: Any) -> dict[str, Detector]:
@@ -324,7 +323,7 @@ class Monitor:
             files.append({"label": k, "file": name, "detector": d.name})
         save_tensors({f"cal/{i}": c.scores for i, c in enumerate(self.calibrators.values())},
                      folder / "calibration.safetensors", {"oodlens": "monitor-calibration"})
-        manifest = {"format": _FORMAT, "version": 1, "detectors": files, "layers": self.layers, "pool": self.pool,
+        manifest = {"format": FORMAT, "version": 1, "detectors": files, "layers": self.layers, "pool": self.pool,
                     "acceptance": self.acceptance, "pvalues": self.pvalue_method, "delta": self.delta,
                     "combine": self.combine, "batch_size": self.batch_size, "n_calibration": self.n_calibration}
         manifest.update(self._save_explainers(folder))
@@ -361,17 +360,17 @@ class Monitor:
         mpath = folder / "manifest.json"
         if not mpath.is_file():
             raise OODLensError(f"{folder} is not a saved monitor (no manifest.json)")
-        manifest = _read_manifest(mpath)
+        manifest = read_manifest(mpath)
         import oodlens.fusion  # noqa: F401  (registers 'fused' for Detector.load)
 
         dets = {}
         for e in manifest["detectors"]:
-            det = Detector.load(_inside(folder, e["file"], mpath))
+            det = Detector.load(inside(folder, e["file"], mpath))
             if det.name != e["detector"]:
                 raise OODLensError(f"{mpath}: detector {e['label']!r} is listed as {e['detector']!r} but "
                                    f"{e['file']} holds {det.name!r}")
             dets[e["label"]] = det
-        tensors = _calibration_scores(folder / "calibration.safetensors", len(dets), manifest["n_calibration"])
+        tensors = calibration_scores(folder / "calibration.safetensors", len(dets), manifest["n_calibration"])
         mon = cls.__new__(cls)
         mon._configure(model, dets, manifest["layers"], manifest["pool"], manifest["acceptance"],
                        manifest["pvalues"], manifest["delta"], manifest["combine"], manifest["batch_size"])
@@ -380,7 +379,7 @@ class Monitor:
             mon._load_explainers(folder, manifest, list(dets))
         except OODLensError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # fields _read_manifest does not know
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # fields read_manifest does not know
             raise OODLensError(f"{mpath}: a saved field does not fit ({type(e).__name__}: {e})") from None
         return mon
 
@@ -427,75 +426,6 @@ class Monitor:
     def __repr__(self) -> str:
         return (f"Monitor(detectors={list(self.detectors)}, n_calibration={self.n_calibration}, "
                 f"acceptance={self.acceptance:g}, pvalues={self.pvalue_method!r})")
-
-
-def _read_manifest(mpath: Path) -> dict[str, Any]:
-    """The saved monitor's manifest, every field checked (type and range), or one error naming the field."""
-    try:
-        m = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OODLensError(f"{mpath} is not valid JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != _FORMAT:
-        raise OODLensError(f"{mpath} is not an oodlens monitor manifest")
-    if m.get("version") != 1:
-        raise OODLensError(f"{mpath}: field 'version' is {m.get('version')!r}; this oodlens reads version 1")
-
-    def bad(field: str, want: str) -> OODLensError:
-        return OODLensError(f"{mpath}: field {field!r} must be {want}, got {m.get(field)!r}")
-
-    missing = [k for k in ("detectors", "layers", "pool", "acceptance", "pvalues", "delta", "combine", "batch_size",
-                           "n_calibration") if k not in m]
-    if missing:
-        raise OODLensError(f"{mpath}: missing field(s) {missing}")
-    dets = m["detectors"]
-    if not isinstance(dets, list) or not dets or not all(
-            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("label", "file", "detector")) for e in dets):
-        raise bad("detectors", "a non-empty list of {label, file, detector} strings")
-    if len({e["label"] for e in dets}) != len(dets):
-        raise bad("detectors", "a list with distinct labels")
-    layers = m["layers"]
-    if not (layers is None or (isinstance(layers, list) and all(isinstance(x, str) for x in layers))
-            or (isinstance(layers, dict) and all(isinstance(x, str) for x in layers.values()))):
-        raise bad("layers", "null, a list of layer names or a mapping layer -> feature name")
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not isinstance(m["pool"], str):
-        raise bad("pool", "a string")
-    for field in ("acceptance", "delta"):
-        if not (number(m[field]) and 0.0 < m[field] < 1.0):
-            raise bad(field, "a number in (0, 1)")
-    if m["pvalues"] not in PVALUE_METHODS:
-        raise bad("pvalues", f"one of {', '.join(PVALUE_METHODS)}")
-    if m["combine"] not in P_RULES:
-        raise bad("combine", f"one of {', '.join(P_RULES)}")
-    for field in ("batch_size", "n_calibration"):
-        if not (isinstance(m[field], int) and not isinstance(m[field], bool) and m[field] >= 1):
-            raise bad(field, "a positive integer")
-    return m
-
-
-def _inside(folder: Path, name: str, mpath: Path) -> Path:
-    """``folder / name``, refusing a path that leaves the monitor's folder."""
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder.resolve()):
-        raise OODLensError(f"{mpath}: detector file {name!r} lies outside the monitor's folder")
-    return path
-
-
-def _calibration_scores(path: Path, count: int, n: int) -> list[torch.Tensor]:
-    """The saved calibration scores ``cal/0..count-1``: each 1-D, finite, sorted and of length ``n``."""
-    tensors, _ = load_tensors(path, mmap=False)
-    out = []
-    for i in range(count):
-        t = tensors.get(f"cal/{i}")
-        if t is None:
-            raise OODLensError(f"{path}: tensor 'cal/{i}' is missing")
-        if t.ndim != 1 or not t.is_floating_point() or t.shape[0] != n:
-            raise OODLensError(f"{path}: tensor 'cal/{i}' must be {n} float scores, got {t.dtype} {tuple(t.shape)}")
-        check_finite(t, f"{path}: tensor 'cal/{i}'")
-        if t.numel() > 1 and not bool((t[1:] >= t[:-1]).all()):
-            raise OODLensError(f"{path}: tensor 'cal/{i}' is not sorted (edited or corrupted)")
-        out.append(t)
-    return out
 
 
 def _fused_driver(det: Detector, feats: Features) -> tuple[list[str], torch.Tensor] | None:
