@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from oodlens.bench.datasets import scene_objects
 from oodlens.bench.datasets import scenes as sc
 from oodlens.errors import OODLensError
 
@@ -54,7 +55,7 @@ def test_deterministic_and_seed_dependent():
 
 
 def test_splits_use_disjoint_digit_instances():
-    idx = {s: np.concatenate(list(sc._split_indices(s).values())) for s in sc.SPLITS}
+    idx = {s: np.concatenate(list(scene_objects._split_indices(s).values())) for s in sc.SPLITS}
     assert sum(len(v) for v in idx.values()) == 1797
     assert not set(idx["train"]) & set(idx["test"]) and not set(idx["val"]) & set(idx["test"])
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-from .._checks import as_float, as_tensor, check_finite, check_labels
+from .._checks import as_float, check_finite, check_labels
 from ..errors import NotFittedError, OODLensError
 from ..features import Features
 from ._params import checked_init, param_problem
