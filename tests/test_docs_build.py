@@ -3,7 +3,6 @@ generated from the docstrings, warnings as errors) succeeds. The build is skippe
 ``docs`` extra (mkdocs, mkdocstrings[python]) is not installed; ``.ci/run`` installs it."""
 
 import importlib.util
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,8 @@ RUNNABLE = ["classification.md", "multimodal.md", "foundation.md", "segmentation
 
 
 @pytest.mark.parametrize("page", RUNNABLE)
-def test_page_examples_run(page, capsys):
-    text = (ROOT / "docs" / page).read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks, f"docs/{page} has no runnable example"
-    ns: dict = {"__name__": f"docs_{page}"}
-    for block in blocks:
-        exec(compile(block, f"docs/{page}", "exec"), ns)
-    assert capsys.readouterr().out  # the examples print their results
+def test_page_examples_run(page, run_docs_page):
+    assert run_docs_page(page)  # the examples print their results
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
