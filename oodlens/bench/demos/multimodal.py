@@ -91,11 +91,12 @@ def fusion_rows(bench: Benchmark, val_ood: Features, heads: dict[str, Any]) -> l
         mw = ModalityWiseDetector(member, bench.modalities).fit(bench.train, bench.train_labels, heads=heads)
         val, v_ood = mw.modality_scores(bench.val), mw.modality_scores(val_ood)
         test = mw.modality_scores(bench.test)
+        ood = {name: mw.modality_scores(feats) for name, feats in bench.ood.items()}  # once, for every rule
         for rule, label in FUSION_RULES.items():
             fuse = ScoreFusion(rule).fit(val, ood_scores=v_ood if rule == "logistic" else None)
             s_id = fuse.score(test)
-            for name, feats in bench.ood.items():
-                m = ood_metrics(s_id, fuse.score(mw.modality_scores(feats)))
+            for name, scores in ood.items():
+                m = ood_metrics(s_id, fuse.score(scores))
                 rows.append({"member": member, "fusion": label, "test_set": name, "kind": bench.kinds[name],
                              "auroc": m["auroc"], FPR: m[FPR]})
         det = create(member).fit(bench.train, bench.train_labels, head=heads["fused"])
