@@ -10,7 +10,6 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .. import fusion  # noqa: F401  registers the "fused" detector so benchmarks list it like any other
 from ..detectors import Detector, create, detectors_for
 from ..errors import OODLensError
 from ..metrics import ood_metrics

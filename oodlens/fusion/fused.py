@@ -27,7 +27,7 @@ fallback); ``fit_validation`` or the fallback releases it.
 Persistence: members' fitted tensors are stored in the same safetensors file under ``members.<i>.<name>`` and
 their JSON state in ``member_states_`` (no pickle); a round-trip is exact.
 
-Layering: this module imports ``oodlens.detectors`` (never the reverse); ``import oodlens.fusion`` registers it.
+Layering: this module imports ``oodlens.detectors`` (never the reverse); ``import oodlens`` (whose package imports this one) registers it.
 """
 
 from __future__ import annotations

@@ -361,8 +361,6 @@ class Monitor:
         if not mpath.is_file():
             raise OODLensError(f"{folder} is not a saved monitor (no manifest.json)")
         manifest = read_manifest(mpath)
-        import oodlens.fusion  # noqa: F401  (registers 'fused' for Detector.load)
-
         dets = {}
         for e in manifest["detectors"]:
             det = Detector.load(inside(folder, e["file"], mpath))
